@@ -1,0 +1,1 @@
+"""The napari layer: widgets and sample data. Thin shells over the core."""

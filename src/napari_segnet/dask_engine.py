@@ -1,0 +1,150 @@
+"""The tiling engine on a dask scheduler (threads, processes or a dask.distributed cluster).
+
+Each dask block is one output chunk; it is computed from the chunk plus the model's
+halo of neighbouring data (``dask.array.overlap``), mirrored at the image border only,
+with chunk origins on the model's divisor grid. That is exactly what the in-memory
+engine does, so both give the same result.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import dask.array as da
+import numpy as np
+
+from .axes import Layout, make_layout
+from .devices import resolve_device
+from .models.base import SegNet
+from .normalize import normalization_stats
+from .tiling import Plan, _roundup, out_index, plan_tiles, run_tiles, tile_reader
+
+
+def _axis_chunks(n: int, chunk: int, minimum: int) -> tuple[int, ...]:
+    sizes = [chunk] * (n // chunk)
+    if n % chunk:
+        sizes.append(n % chunk)
+    if len(sizes) > 1 and sizes[-1] < minimum:
+        last = sizes.pop()
+        sizes[-1] += last
+    return tuple(sizes)
+
+
+def predict_dask(
+    image,
+    model: SegNet,
+    axes: str | None = None,
+    *,
+    chunk_size: int | None = None,
+    batch_size: int = 1,
+    device="auto",
+    precision: str = "auto",
+) -> da.Array:
+    """Lazy class probabilities as a dask array, one task per output chunk.
+
+    Parameters
+    ----------
+    image : array-like
+        A dask array (or anything ``dask.array.asarray`` takes: numpy, zarr).
+    model : SegNet
+        The network; it travels to the workers with the task graph.
+    axes : str, optional
+        As in :func:`napari_segnet.predict`.
+    chunk_size : int, optional
+        Spatial chunk edge of the output (rounded to the model's divisor and at least
+        its halo); default 1024 for 2D models, 128 for 3D.
+    batch_size, device, precision
+        As in :func:`napari_segnet.predict`, applied on each worker.
+
+    Returns
+    -------
+    dask.array.Array
+        float32 ``(n_classes, *shape without the channel axis)``; compute it, or store
+        it with ``.to_zarr``, on any scheduler.
+    """
+    x = image if isinstance(image, da.Array) else da.asarray(image)
+    layout = make_layout(tuple(x.shape), axes, model.dims, model.in_channels)
+    stats = normalization_stats(x, layout, model.meta.get("normalization"))
+    # Canonical order: outer axes, channel, spatial axes.
+    if layout.channel is None:
+        x = x[None]
+        shift = 1
+        chan = 0
+    else:
+        shift = 0
+        chan = layout.channel
+    order = [a + shift for a in layout.outer] + [chan] + [a + shift for a in layout.spatial]
+    xc = x.transpose(order)
+    letters = "".join(layout.axes[a] for a in layout.outer) + "C"
+    letters += "".join(layout.axes[a] for a in layout.spatial)
+    canon = make_layout(tuple(xc.shape), letters, model.dims, model.in_channels)
+    n_out = len(layout.outer)
+    h, d = model.halo, model.divisor
+    edge = chunk_size or (1024 if model.dims == 2 else 128)
+    edge = max(_roundup(int(edge), d), _roundup(max(h, 1), d))
+    chunks = (*tuple((1,) * s for s in canon.outer_shape), (canon.n_channels,))
+    chunks += tuple(_axis_chunks(s, edge, max(h, 1)) for s in canon.spatial_shape)
+    xc = xc.rechunk(chunks)
+    depth = {i: (h if i > n_out else 0) for i in range(xc.ndim)}
+    g = da.overlap.overlap(xc, depth=depth, boundary="none") if h else xc
+    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in xc.chunks]
+    func = _BlockPredictor(model, canon, stats, starts, n_out, batch_size, device, precision)
+    out_chunks = (*xc.chunks[:n_out], (model.n_classes,), *xc.chunks[n_out + 1 :])
+    probs = g.map_blocks(
+        func, chunks=out_chunks, dtype=np.float32, meta=np.empty((0,) * xc.ndim, np.float32)
+    )
+    probs = da.moveaxis(probs, n_out, 0)
+    # Back to the input's axis order (without C).
+    canon_letters = letters.replace("C", "")
+    perm = [0] + [1 + canon_letters.index(a) for a in layout.out_axes]
+    return probs.transpose(perm)
+
+
+class _BlockPredictor:
+    """Callable for ``map_blocks``: one output chunk from its overlapped block."""
+
+    def __init__(self, model, layout: Layout, stats, starts, n_out, batch_size, device, precision):
+        # A private eval-mode copy: blocks run concurrently and must not share a
+        # model whose train/eval flag another thread could flip.
+        self.model = copy.deepcopy(model).cpu().eval()
+        self.layout = layout
+        self.stats = stats
+        self.starts = starts
+        self.n_out = n_out
+        self.batch_size = batch_size
+        self.device = device
+        self.precision = precision
+
+    def __call__(self, block: np.ndarray, block_info=None) -> np.ndarray:
+        loc = block_info[0]["chunk-location"]
+        shape_out = block_info[None]["chunk-shape"]
+        lay, n_out, h = self.layout, self.n_out, self.model.halo
+        outer0 = tuple(int(self.starts[i][loc[i]]) for i in range(n_out))
+        lo = tuple(int(self.starts[i][loc[i]]) for i in range(n_out + 1, block.ndim))
+        size = shape_out[n_out + 1 :]
+        hi = tuple(a + s for a, s in zip(lo, size))
+        origin = tuple(max(0, a - h) for a in lo)
+        outers = [tuple(a + b for a, b in zip(outer0, o)) for o in np.ndindex(*shape_out[:n_out])]
+        core = tuple(_roundup(s, self.model.divisor) for s in size)
+        tiles, core = plan_tiles(lo, hi, core, self.model.divisor, outers)
+        dev = resolve_device(self.device)
+        plan = Plan(lay, self.stats, tiles, core, self.batch_size, dev)
+        out = np.zeros(shape_out, np.float32)
+        read = tile_reader(block, plan, self.model, origin=origin, outer_offset=outer0)
+
+        def write(t, p):
+            idx = out_index(lay, t, outer_offset=outer0, region_offset=lo)
+            # out_index yields (outer..., spatial...); the class axis sits between.
+            out[(*idx[:n_out], slice(None), *idx[n_out:])] = p
+
+        run_tiles(
+            self.model,
+            tiles,
+            core,
+            read,
+            write,
+            device=dev,
+            batch_size=self.batch_size,
+            precision=self.precision,
+        )
+        return out

@@ -1,0 +1,48 @@
+"""Bundled models shipped inside the package (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelFileError
+from .base import SegNet
+from .files import SUFFIX, load_model_file
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+
+
+def available_models() -> list[str]:
+    """Names of the bundled models, usable as ``load_model(name)``."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob(f"*{SUFFIX}"))
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> SegNet:
+    """Load a bundled model by name, or a model file or folder by path.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A name from :func:`available_models` or a path written by :func:`save_model`.
+    device : str or torch.device
+        Where to put the weights.
+
+    Raises
+    ------
+    ModelFileError
+        Unknown name, missing file, corrupt or pickled file.
+    """
+    name = str(name_or_path)
+    if isinstance(name_or_path, str) and name in available_models():
+        model = load_model_file(BUNDLED_DIR / f"{name}{SUFFIX}", device)
+        model.source = name
+        return model
+    p = Path(name_or_path)
+    if not p.exists():
+        raise ModelFileError(
+            f"{name!r} is neither a bundled model ({available_models() or 'none bundled'}) "
+            "nor an existing file"
+        )
+    return load_model_file(p, device)

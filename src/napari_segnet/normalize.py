@@ -1,0 +1,88 @@
+"""Intensity normalisation as recorded in a model."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from .axes import Layout
+from .errors import SegNetError
+
+_MAX_SAMPLES = 4_000_000
+
+
+def _subsample(src, layout: Layout, fixed: dict[int, int]) -> np.ndarray:
+    """A strided sample (at most ~4M values per channel) with some axes fixed."""
+    index: list = [slice(None)] * len(layout.shape)
+    free = [ax for ax in range(len(layout.shape)) if ax not in fixed and ax != layout.channel]
+    n = int(np.prod([layout.shape[ax] for ax in free])) if free else 1
+    step = max(1, int(np.ceil((n / _MAX_SAMPLES) ** (1 / max(len(free), 1)))))
+    for ax in free:
+        index[ax] = slice(None, None, step)
+    for ax, i in fixed.items():
+        index[ax] = i
+    sample = np.asarray(src[tuple(index)])
+    if layout.channel is None:
+        return sample.reshape(1, -1)
+    remaining = [ax for ax in range(len(layout.shape)) if ax not in fixed]
+    return np.moveaxis(sample, remaining.index(layout.channel), 0).reshape(layout.n_channels, -1)
+
+
+def normalization_stats(src, layout: Layout, spec: dict[str, Any] | None) -> np.ndarray:
+    """Per outer position and channel: the ``(offset, scale)`` that normalise the image.
+
+    Percentile normalisation maps the ``low`` percentile to 0 and the ``high`` one to 1,
+    per time point (when there is a T axis) and per channel, over all other axes.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(*outer_shape, C, 2)`` float64 array of offsets and scales.
+    """
+    spec = spec or {"kind": "percentile", "low": 1.0, "high": 99.8}
+    kind = spec.get("kind", "percentile")
+    out = np.zeros((*layout.outer_shape, layout.n_channels, 2))
+    out[..., 1] = 1.0
+    if kind == "none":
+        return out
+    if kind == "fixed":
+        out[..., 0] = float(spec.get("offset", 0.0))
+        out[..., 1] = float(spec.get("scale", 1.0))
+        return out
+    if kind != "percentile":
+        raise SegNetError(f"unknown normalisation kind {kind!r}")
+    lo_p, hi_p = float(spec.get("low", 1.0)), float(spec.get("high", 99.8))
+    t_pos = layout.outer.index(layout.time) if layout.time in layout.outer else None
+    t_values = range(layout.shape[layout.time]) if layout.time is not None else [None]
+    for t in t_values:
+        fixed = {} if t is None else {layout.time: t}
+        sample = _subsample(src, layout, fixed).astype(np.float64, copy=False)
+        if np.isnan(sample).any():
+            raise SegNetError("the image contains NaN values; replace them before segmenting")
+        lo, hi = np.percentile(sample, [lo_p, hi_p], axis=1)
+        scale = 1.0 / np.maximum(hi - lo, 1e-6 * np.maximum(np.abs(hi), 1.0))
+        if t_pos is None:
+            out[..., 0] = lo
+            out[..., 1] = scale
+        else:
+            sel = [slice(None)] * len(layout.outer)
+            sel[t_pos] = t
+            out[(*tuple(sel), slice(None), 0)] = lo
+            out[(*tuple(sel), slice(None), 1)] = scale
+    return out
+
+
+def apply_normalization(block: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """Normalise a ``(C, ...)`` block with ``(C, 2)`` offsets and scales, as float32."""
+    x = block.astype(np.float32, copy=True)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    x -= stats[:, 0].astype(np.float32).reshape(shape)
+    x *= stats[:, 1].astype(np.float32).reshape(shape)
+    return x
+
+
+def outer_positions(layout: Layout):
+    """All positions along the outer axes, in C order."""
+    return itertools.product(*(range(n) for n in layout.outer_shape))

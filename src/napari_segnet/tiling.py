@@ -1,0 +1,517 @@
+"""The overlap-tile inference engine (Ronneberger et al. 2015, Fig. 2).
+
+The image is mirrored at its border only; inside, neighbouring tiles give each other
+real context. Each tile is its valid centre (``core``) plus the model's ``halo`` on
+every side, and tile origins sit on multiples of the model's ``divisor`` in the
+coordinates of the mirror-padded image. With the halo at least the receptive-field
+radius, every centre equals the untiled result, so tile size never changes the
+output. Each centre is written once, straight into the outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import psutil
+import torch
+
+from .axes import Layout, make_layout, read_region
+from .devices import resolve_device
+from .errors import Cancelled, SegNetError
+from .models.base import SegNet
+from .normalize import apply_normalization, normalization_stats, outer_positions
+
+Progress = Callable[[int, int], None] | None
+
+
+def _roundup(n: int, m: int) -> int:
+    return int(math.ceil(n / m) * m)
+
+
+def axis_starts(a: int, b: int, core: int, divisor: int) -> tuple[list[int], int]:
+    """Core starts covering ``[a, b)`` (``a`` a multiple of ``divisor``) with cores of ``core``.
+
+    The last core is moved back so it ends at the next multiple of ``divisor`` past
+    ``b`` instead of running far beyond the image: all tiles keep one shape (for
+    batching) and every start stays on the divisor grid.
+    """
+    full = _roundup(b - a, divisor)
+    core = min(_roundup(core, divisor), full)
+    n = math.ceil((b - a) / core)
+    starts = [a + i * core for i in range(n)]
+    starts[-1] = min(starts[-1], a + full - core)
+    return starts, core
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: where it sits, and which part of its centre it writes."""
+
+    outer: tuple[int, ...]
+    start: tuple[int, ...]  # core start, image coordinates
+    write_lo: tuple[int, ...]  # written region, image coordinates
+    write_hi: tuple[int, ...]
+
+
+def plan_tiles(
+    region_lo: Sequence[int],
+    region_hi: Sequence[int],
+    core: Sequence[int],
+    divisor: int,
+    outers: Sequence[tuple[int, ...]],
+) -> tuple[list[Tile], tuple[int, ...]]:
+    """All tiles that cover a region at every outer position, each pixel written once."""
+    per_axis, cores = [], []
+    for a, b, c in zip(region_lo, region_hi, core):
+        starts, c = axis_starts(int(a), int(b), int(c), divisor)
+        spans = []
+        for i, s in enumerate(starts):
+            lo = s if i == 0 else max(s, starts[i - 1] + c)
+            spans.append((s, lo, min(s + c, int(b))))
+        per_axis.append(spans)
+        cores.append(c)
+    tiles = []
+    for o in outers:
+        for combo in _product(per_axis):
+            tiles.append(
+                Tile(
+                    tuple(o),
+                    tuple(s for s, _, _ in combo),
+                    tuple(lo for _, lo, _ in combo),
+                    tuple(hi for _, _, hi in combo),
+                )
+            )
+    return tiles, tuple(cores)
+
+
+def _product(lists):
+    if not lists:
+        yield ()
+        return
+    for head in lists[0]:
+        for rest in _product(lists[1:]):
+            yield (head, *rest)
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def activation_bytes_per_pixel(model: SegNet) -> float:
+    """Estimate the inference memory a model needs per input pixel (float32).
+
+    Measured once per model by summing the outputs of every leaf module on a
+    small input; half of that sum bounds what is alive at once in practice.
+    """
+    cached = getattr(model, "_bytes_per_px", None)
+    if cached is not None:
+        return cached
+    side = max(2 * model.divisor, 32 if model.dims == 2 else 16)
+    x = torch.zeros((1, model.in_channels) + (side,) * model.dims)
+    total = [0]
+
+    def hook(_m, _i, out):
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel()
+
+    probe = copy.deepcopy(model).cpu().eval()
+    for m in probe.modules():
+        if not list(m.children()):
+            m.register_forward_hook(hook)
+    with torch.inference_mode():
+        probe(x)
+    value = max(4.0 * total[0] / side**model.dims * 0.5, 64.0)
+    model._bytes_per_px = value
+    return value
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes that one batch of tiles may use on ``device``."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.6)
+    avail = psutil.virtual_memory().available
+    return int(min(avail * 0.3, 8 * 2**30))
+
+
+def choose_core(
+    spatial_shape: Sequence[int], model: SegNet, budget: int, bytes_factor: float = 1.0
+) -> tuple[int, ...]:
+    """Largest tile centre (multiples of the divisor) whose tile fits ``budget`` bytes.
+
+    Starts from one tile for the whole image and splits the longest axis into more
+    tiles (equal parts) until one tile fits: few, large tiles waste least on halos.
+    """
+    d, h = model.divisor, model.halo
+    bpp = activation_bytes_per_pixel(model) * bytes_factor
+    parts = [1] * len(spatial_shape)
+    min_core = d * max(1, 64 // d) if model.dims == 2 else d * max(1, 16 // d)
+
+    def cores():
+        return [
+            max(_roundup(math.ceil(s / p), d), min(min_core, _roundup(s, d)))
+            for s, p in zip(spatial_shape, parts)
+        ]
+
+    while True:
+        c = cores()
+        size = math.prod(ci + 2 * h for ci in c) * bpp
+        if size <= budget:
+            return tuple(c)
+        k = int(np.argmax(c))
+        if c[k] <= min_core:
+            return tuple(c)  # as small as useful; OOM handling takes over on CUDA
+        parts[k] += 1
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+@contextmanager
+def _eval_on(model: SegNet, device: torch.device, channels_last: bool) -> Iterator[SegNet]:
+    """The model in eval mode on ``device``, never changing the caller's model.
+
+    A model already in eval mode on the device is used as it is (read-only, so
+    threads can share it); otherwise a private copy is made, because flipping the
+    caller's train/eval flag would race with other threads using the same model.
+    """
+    dev = next(model.parameters()).device
+    if dev == device and not channels_last and not model.training:
+        yield model
+        return
+    m = copy.deepcopy(model).to(device).eval()
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)
+    yield m
+
+
+class _TileTooLarge(Exception):
+    pass
+
+
+class TileRunner:
+    """Runs batches of tiles through a model and hands back the centres' probabilities."""
+
+    def __init__(self, model: SegNet, device: torch.device, precision: str = "auto"):
+        self.model = model
+        self.device = device
+        cuda = device.type == "cuda"
+        if precision == "auto":
+            precision = (
+                ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if cuda else "float32"
+            )
+        if precision not in ("float32", "bfloat16", "float16"):
+            raise SegNetError("precision must be 'auto', 'float32', 'bfloat16' or 'float16'")
+        self.precision = precision
+        self.channels_last = cuda and model.dims == 2
+
+    def autocast(self):
+        if self.precision == "float32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=getattr(torch, self.precision))
+
+    def forward(
+        self, net: torch.nn.Module, batch: np.ndarray, halo: int, core: Sequence[int]
+    ) -> np.ndarray:
+        x = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = x.to(self.device)
+        crop = (slice(None), slice(None), *tuple(slice(halo, halo + c) for c in core))
+        try:
+            with torch.inference_mode(), self.autocast():
+                logits = net(x)
+                prob = torch.softmax(logits[crop].float(), dim=1)
+            return prob.cpu().numpy()
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if len(batch) == 1:
+                raise _TileTooLarge() from None
+            half = len(batch) // 2
+            return np.concatenate(
+                [
+                    self.forward(net, batch[:half], halo, core),
+                    self.forward(net, batch[half:], halo, core),
+                ]
+            )
+
+
+def run_tiles(
+    model: SegNet,
+    tiles: list[Tile],
+    core: Sequence[int],
+    read: Callable[[Tile], np.ndarray],
+    write: Callable[[Tile, np.ndarray], None],
+    *,
+    device: torch.device,
+    batch_size: int,
+    precision: str = "auto",
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+) -> None:
+    """Read, infer and write tiles batch by batch; the next batch is read while one runs.
+
+    Raises
+    ------
+    Cancelled
+        When ``cancel`` is set (checked before each batch).
+    """
+    runner = TileRunner(model, device, precision)
+    batches = [tiles[i : i + batch_size] for i in range(0, len(tiles), batch_size)]
+    total = len(tiles)
+    done = 0
+
+    def load(batch: list[Tile]) -> np.ndarray:
+        return np.stack([read(t) for t in batch])
+
+    if progress is not None:
+        progress(0, total)
+    with _eval_on(model, device, runner.channels_last) as net, ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(load, batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            if cancel is not None and cancel.is_set():
+                pending.cancel()
+                raise Cancelled(f"cancelled after {done} of {total} tiles")
+            x = pending.result()
+            pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
+            prob = runner.forward(net, x, model.halo, core)
+            for t, p in zip(batch, prob):
+                rel = tuple(
+                    slice(lo - s, hi - s) for lo, hi, s in zip(t.write_lo, t.write_hi, t.start)
+                )
+                write(t, p[(slice(None), *rel)])
+            done += len(batch)
+            if progress is not None:
+                progress(done, total)
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def _as_source(image):
+    """Keep numpy, zarr and dask arrays as they are (read lazily); turn the rest into numpy."""
+    if hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__"):
+        return image
+    return np.asarray(image)
+
+
+def check_image(src) -> None:
+    """Refuse images that cannot be segmented, with a message that says why."""
+    dt = np.dtype(src.dtype)
+    if dt.kind not in "biuf":
+        raise SegNetError(f"cannot segment an image of dtype {dt}; give a numeric array")
+    if isinstance(src, np.ndarray) and src.size and dt.kind == "f" and np.isnan(src).any():
+        raise SegNetError("the image contains NaN values; replace them before segmenting")
+
+
+@dataclass
+class Plan:
+    """Everything the engine needs to run one image."""
+
+    layout: Layout
+    stats: np.ndarray
+    tiles: list[Tile]
+    core: tuple[int, ...]
+    batch_size: int
+    device: torch.device
+
+
+def make_plan(
+    src,
+    model: SegNet,
+    axes: str | None,
+    tile_size,
+    batch_size: int | None,
+    device,
+    precision: str = "auto",
+) -> Plan:
+    """Check the input, compute normalisation, and lay out tiles and batches."""
+    if not isinstance(model, SegNet):
+        raise SegNetError("model must be a napari-segnet model (build_model, load_model or train)")
+    check_image(src)
+    layout = make_layout(tuple(src.shape), axes, model.dims, model.in_channels)
+    dev = resolve_device(device)
+    stats = normalization_stats(src, layout, model.meta.get("normalization"))
+    shape = layout.spatial_shape
+    factor = 0.5 if (dev.type == "cuda" and precision != "float32") else 1.0
+    budget = memory_budget(dev)
+    if tile_size is None:
+        core = choose_core(shape, model, budget, factor)
+    else:
+        ts = (tile_size,) * model.dims if np.isscalar(tile_size) else tuple(tile_size)
+        if len(ts) != model.dims or min(ts) < 1:
+            raise SegNetError(
+                f"tile_size must be a positive int or {model.dims} ints, not {tile_size!r}"
+            )
+        core = tuple(_roundup(int(t), model.divisor) for t in ts)
+    outers = list(outer_positions(layout))
+    tiles, core = plan_tiles((0,) * model.dims, shape, core, model.divisor, outers)
+    if batch_size is None:
+        tile_bytes = (
+            math.prod(c + 2 * model.halo for c in core) * activation_bytes_per_pixel(model) * factor
+        )
+        batch_size = int(np.clip(budget // max(tile_bytes, 1), 1, 32))
+    if int(batch_size) < 1:
+        raise SegNetError("batch_size must be at least 1")
+    return Plan(layout, stats, tiles, core, int(min(batch_size, max(len(tiles), 1))), dev)
+
+
+def stats_at(stats: np.ndarray, outer: tuple[int, ...]) -> np.ndarray:
+    return stats[outer] if outer else stats
+
+
+def tile_reader(src, plan: Plan, model: SegNet, origin=None, outer_offset=None):
+    """A function that reads one tile (with halo, mirrored at the border) normalised."""
+    h = model.halo
+
+    def read(t: Tile) -> np.ndarray:
+        lo = tuple(s - h for s in t.start)
+        hi = tuple(s + c + h for s, c in zip(t.start, plan.core))
+        o = t.outer if outer_offset is None else tuple(a - b for a, b in zip(t.outer, outer_offset))
+        block = read_region(src, plan.layout, o, lo, hi, origin)
+        if block.dtype.kind == "f" and np.isnan(block).any():
+            raise SegNetError("the image contains NaN values; replace them before segmenting")
+        return apply_normalization(block, stats_at(plan.stats, t.outer))
+
+    return read
+
+
+def out_index(layout: Layout, t: Tile, outer_offset=None, region_offset=None) -> tuple:
+    """Index of a tile's written region in an output laid out like ``layout.out_axes``."""
+    n = len(layout.out_shape)
+    idx: list = [slice(None)] * n
+    for ax, i, k in zip(layout.outer, t.outer, range(len(t.outer))):
+        idx[layout.out_position(ax)] = i - (outer_offset[k] if outer_offset else 0)
+    for k, ax in enumerate(layout.spatial):
+        off = region_offset[k] if region_offset else 0
+        idx[layout.out_position(ax)] = slice(t.write_lo[k] - off, t.write_hi[k] - off)
+    return tuple(idx)
+
+
+def run_plan(
+    src,
+    model: SegNet,
+    plan: Plan,
+    *,
+    probabilities=None,
+    semantic=None,
+    precision: str = "auto",
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+) -> None:
+    """Run a plan, writing into ``probabilities`` ``(C, *out_shape)`` and/or ``semantic``.
+
+    On CUDA out-of-memory with a single tile, the tile centre is halved and the run
+    starts again (centres already written are simply written again, identically).
+    """
+    layout = plan.layout
+
+    def write(t: Tile, p: np.ndarray) -> None:
+        idx = out_index(layout, t)
+        if probabilities is not None:
+            probabilities[(slice(None), *idx)] = p
+        if semantic is not None:
+            semantic[idx] = p.argmax(0).astype(semantic.dtype, copy=False)
+
+    while True:
+        try:
+            run_tiles(
+                model,
+                plan.tiles,
+                plan.core,
+                tile_reader(src, plan, model),
+                write,
+                device=plan.device,
+                batch_size=plan.batch_size,
+                precision=precision,
+                progress=progress,
+                cancel=cancel,
+            )
+            return
+        except _TileTooLarge:
+            smaller = tuple(max(model.divisor, _roundup(c // 2, model.divisor)) for c in plan.core)
+            if smaller == plan.core:
+                raise SegNetError(
+                    "out of GPU memory even for the smallest tile; use device='cpu'"
+                ) from None
+            tiles, core = plan_tiles(
+                (0,) * model.dims,
+                layout.spatial_shape,
+                smaller,
+                model.divisor,
+                list(outer_positions(layout)),
+            )
+            plan.tiles, plan.core, plan.batch_size = tiles, core, 1
+
+
+def semantic_dtype(n_classes: int) -> np.dtype:
+    """Smallest unsigned integer dtype that holds class ids ``0..n_classes-1``."""
+    return np.dtype(np.uint8 if n_classes <= 256 else np.uint16)
+
+
+def predict(
+    image,
+    model: SegNet,
+    axes: str | None = None,
+    *,
+    tile_size=None,
+    batch_size: int | None = None,
+    device="auto",
+    precision: str = "auto",
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    out=None,
+) -> np.ndarray:
+    """Class probabilities of an image, computed tile by tile.
+
+    Parameters
+    ----------
+    image : array-like
+        numpy, dask or zarr array; 2D to 5D (see ``axes``).
+    model : SegNet
+        The network.
+    axes : str, optional
+        Letters from ``TZCYX`` (``S`` is read as ``C``), e.g. ``"YX"``, ``"ZYX"``,
+        ``"TYX"``, ``"YXC"``; guessed if None (see :data:`napari_segnet.axes.GUESS_RULE`).
+    tile_size : int or tuple of int, optional
+        Size of each tile's valid centre (rounded up to the model's divisor); each
+        tile adds the model's halo on every side. None picks the largest tile that
+        fits the device's free memory.
+    batch_size : int, optional
+        Tiles per forward pass; None chooses from free memory.
+    device : str
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cuda"``, ``"mps"`` or ``"cpu"``.
+    precision : str
+        ``"auto"`` (bfloat16/float16 autocast on CUDA, float32 elsewhere) or a dtype name.
+    progress : callable, optional
+        Called as ``progress(done_tiles, total_tiles)`` after each batch.
+    cancel : threading.Event, optional
+        Set it to stop; :class:`~napari_segnet.errors.Cancelled` is raised.
+    out : array-like, optional
+        A ``(C, *out_shape)`` float32 array (numpy or zarr) to write into.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(n_classes, *shape without the channel axis)``, or ``out``.
+    """
+    src = _as_source(image)
+    plan = make_plan(src, model, axes, tile_size, batch_size, device, precision)
+    shape = (model.n_classes, *plan.layout.out_shape)
+    if out is None:
+        out = np.zeros(shape, np.float32)
+    elif tuple(out.shape) != shape:
+        raise SegNetError(f"out has shape {tuple(out.shape)}, expected {shape}")
+    run_plan(
+        src, model, plan, probabilities=out, precision=precision, progress=progress, cancel=cancel
+    )
+    return out
