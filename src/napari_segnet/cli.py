@@ -38,7 +38,7 @@ def _demo(args: argparse.Namespace) -> int:
     )
     tifffile.imwrite(out / "image.tif", image)
     tifffile.imwrite(out / "ground_truth.tif", labels)
-    tifffile.imwrite(out / "probabilities.tif", tiled)
+    tifffile.imwrite(out / "probabilities.tif", tiled, photometric="minisblack")
     print(f"wrote {out}/image.tif, ground_truth.tif, probabilities.tif")
     return 0 if diff < 1e-4 else 1
 

@@ -355,6 +355,14 @@ def make_plan(
         core = tuple(_roundup(int(t), model.divisor) for t in ts)
     outers = list(outer_positions(layout))
     tiles, core = plan_tiles((0,) * model.dims, shape, core, model.divisor, outers)
+    tile_bytes = math.prod(c + 2 * model.halo for c in core) * activation_bytes_per_pixel(model)
+    if tile_bytes * factor > 4 * budget:
+        raise SegNetError(
+            f"one tile needs about {tile_bytes * factor / 2**30:.1f} GiB but only "
+            f"{budget / 2**30:.1f} GiB are free on {dev}: the model's receptive field "
+            f"(halo {model.halo} px) is too large for this device; use a smaller tile_size, "
+            "or a model with smaller dilation rates / pool_size"
+        )
     if batch_size is None:
         tile_bytes = (
             math.prod(c + 2 * model.halo for c in core) * activation_bytes_per_pixel(model) * factor

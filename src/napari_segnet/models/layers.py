@@ -129,24 +129,27 @@ def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
     """Mean over a sliding cube of odd ``size`` (stride 1), counting only pixels inside.
 
     Separable along each axis (exact, because the inside part of a window is always
-    a box) and computed from cumulative sums in float64, so its cost does not grow
-    with the window and tiles agree with the whole image to float precision.
+    a box). Each output reads only its own window, so what lies farther away cannot
+    change it, not even by rounding: tiles reproduce the whole image bit for bit.
     """
     if size <= 1:
         return x
     r = size // 2
-    dtype = x.dtype
-    y = x.double()
-    for ax in range(2, x.ndim):
-        n = y.shape[ax]
-        cs = torch.cumsum(y, dim=ax)
-        cs = torch.cat([torch.zeros_like(cs.narrow(ax, 0, 1)), cs], dim=ax)
-        i = torch.arange(n, device=x.device)
-        lo = (i - r).clamp(min=0)
-        hi = (i + r + 1).clamp(max=n)
-        count = (hi - lo).to(y.dtype).reshape([-1 if d == ax else 1 for d in range(y.ndim)])
-        y = (cs.index_select(ax, hi) - cs.index_select(ax, lo)) / count
-    return y.to(dtype)
+    dims = x.ndim - 2
+    pool = {2: F.avg_pool2d, 3: F.avg_pool3d}[dims]
+    for ax in range(dims):
+        k = [1] * dims
+        k[ax] = size
+        pad = [0] * (2 * dims)
+        # F.pad lists the last axis first.
+        pad[2 * (dims - 1 - ax)] = pad[2 * (dims - 1 - ax) + 1] = r
+        total = pool(F.pad(x, pad), tuple(k), stride=1)
+        ones = torch.ones((1, 1, x.shape[2 + ax]), dtype=x.dtype, device=x.device)
+        count = F.avg_pool1d(F.pad(ones, (r, r)), size, stride=1)
+        shape = [1] * x.ndim
+        shape[2 + ax] = -1
+        x = total / count.reshape(shape)
+    return x
 
 
 class ReceptiveField:
