@@ -108,9 +108,7 @@ def speed(size: int, device: str, repeats: int) -> None:
     for name, s in rows:
         print(f"| {name} | {s:.2f} | {mpix / s:.2f} |")
     print()
-    print(
-        f"speed vs best MONAI setting: {best_monai / ours:.2f}x (target >= 1.2 CPU, 1.5 GPU)"
-    )
+    print(f"speed vs best MONAI setting: {best_monai / ours:.2f}x (target >= 1.2 CPU, 1.5 GPU)")
     print(f"speed vs untiled forward (no padding): {t[rows[0][0]] / ours:.2f}x")
     print(f"speed vs untiled mirror-padded forward: {t[rows[1][0]] / ours:.2f}x (target >= 0.85)")
 

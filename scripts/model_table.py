@@ -29,7 +29,8 @@ ROWS = (
 
 def main() -> None:
     lines = [
-        "| architecture | dims | options | parameters | receptive radius (px) | halo (px) | divisor |",
+        "| architecture | dims | options | parameters | receptive radius (px) | halo (px)"
+        " | divisor |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for arch, dims, opts in ROWS:

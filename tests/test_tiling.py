@@ -15,11 +15,11 @@ from napari_segnet.axes import guess_axes, mirror_index
 from .conftest import randomize_norm_stats
 
 
-def _untiled(image: np.ndarray, model, axes: str) -> np.ndarray:
+def _untiled(image: np.ndarray, model, axes: str, border=None) -> np.ndarray:
     """Independent reference: mirror-pad the whole image, one forward pass, crop.
 
-    Written without the engine: numpy's reflect padding by the halo (plus up to the
-    divisor), percentile normalisation per image, softmax.
+    Written without the engine: numpy's reflect padding by the border padding (plus
+    up to the divisor), percentile normalisation per image, softmax.
     """
     layout = ns.axes.make_layout(image.shape, axes, model.dims, model.in_channels)
     x = np.moveaxis(image, layout.channel, 0) if layout.channel is not None else image[None]
@@ -28,7 +28,7 @@ def _untiled(image: np.ndarray, model, axes: str) -> np.ndarray:
     x = np.moveaxis(x, 0, outer_n)  # outer..., C, spatial
     lo, hi = np.percentile(x, [1.0, 99.8])
     x = ((x - lo) / (hi - lo)).astype(np.float32)
-    h, d = model.halo, model.divisor
+    h, d = ns.tiling.border_pad(model, border), model.divisor
     spatial = x.shape[outer_n + 1 :]
     pads = [(0, 0)] * (outer_n + 1) + [(h, h + (-s) % d) for s in spatial]
     xp = np.pad(x, pads, mode="reflect")
@@ -47,6 +47,16 @@ def test_2d_equals_untiled_for_any_tile(small_unet, shape, tile):
     ref = _untiled(img, small_unet, "YX")
     got = ns.predict(img, small_unet, tile_size=tile, device="cpu")
     np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("border", [0, 16, 56, 1000])
+def test_any_border_padding_is_exact(small_unet, border):
+    img = np.random.default_rng(3).random((75, 90), dtype=np.float32)
+    ref = _untiled(img, small_unet, "YX", border=border)
+    for tile in (16, 40):
+        got = ns.predict(img, small_unet, tile_size=tile, border=border)
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert ns.tiling.border_pad(small_unet, 1000) == small_unet.halo
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ from . import data
 from ._version import __version__
 from .dask_engine import predict_dask
 from .errors import Cancelled, ModelFileError, SegNetError
-from .instances import label_instances
+from .instances import label_instances, label_instances_blockwise
+from .metrics import average_precision, mean_iou
 from .models import (
     SegNet,
     architectures,
@@ -19,6 +20,8 @@ from .models import (
 )
 from .segment import SegmentResult, segment
 from .tiling import predict
+from .training import TrainingUpdate, train
+from .weights import boundary_weight_map
 
 __all__ = [
     "Cancelled",
@@ -26,15 +29,21 @@ __all__ = [
     "SegNet",
     "SegNetError",
     "SegmentResult",
+    "TrainingUpdate",
     "__version__",
     "architectures",
     "available_models",
+    "average_precision",
+    "boundary_weight_map",
     "build_model",
     "data",
     "label_instances",
+    "label_instances_blockwise",
     "load_model",
+    "mean_iou",
     "predict",
     "predict_dask",
     "save_model",
     "segment",
+    "train",
 ]

@@ -1,4 +1,4 @@
-"""The ``napari-segnet`` command."""
+"""The ``napari-segnet`` command: batch segmentation, training, and a self-check demo."""
 
 from __future__ import annotations
 
@@ -8,6 +8,153 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+class _Bar:
+    """A one-line text progress bar for tiles."""
+
+    def __init__(self, name: str, enabled: bool = True):
+        self.name = name
+        self.enabled = enabled
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total == 0:
+            return
+        n = int(30 * done / total)
+        print(
+            f"\r  {self.name}: [{'#' * n}{'.' * (30 - n)}] {done}/{total} tiles",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+        if done == total:
+            print(file=sys.stderr)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    import tifffile
+    from skimage.io import imsave
+
+    import napari_segnet as ns
+    from napari_segnet.io import expand_inputs, overlay_png, read_image
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        model = ns.load_model(args.model)
+    except ns.ModelFileError as e:
+        print(f"napari-segnet: error: {e}", file=sys.stderr)
+        return 2
+    jobs: list[tuple[str, object]] = []
+    failures: list[str] = []
+    if args.sample:
+        image, _ = ns.data.synthetic_nuclei((512, 512), seed=args.seed)
+        jobs.append((f"sample_{args.sample}", image))
+    if args.inputs:
+        paths, problems = expand_inputs(args.inputs)
+        failures += problems
+        for p in problems:
+            print(f"napari-segnet: error: {p}", file=sys.stderr)
+        jobs += [(str(p), p) for p in paths]
+    if not jobs and not failures:
+        print(
+            "napari-segnet: error: give INPUT files/folders/globs or --sample nuclei",
+            file=sys.stderr,
+        )
+        return 2
+    for i, (name, src) in enumerate(jobs, 1):
+        stem = Path(name).stem if isinstance(src, Path) else name
+        try:
+            image = read_image(src) if isinstance(src, Path) else src
+            t = time.perf_counter()
+            res = ns.segment(
+                image,
+                model,
+                axes=args.axes,
+                tile_size=args.tile_size,
+                device=args.device,
+                diameter=args.diameter,
+                crf=args.crf,
+                progress=_Bar(f"[{i}/{len(jobs)}] {stem}", not args.quiet),
+            )
+            dt = time.perf_counter() - t
+            tifffile.imwrite(
+                out / f"{stem}_semantic.tif", np.asarray(res.semantic), compression="zlib"
+            )
+            n_obj = 0
+            if res.instances is not None:
+                inst = np.asarray(res.instances)
+                n_obj = int(inst.max())
+                tifffile.imwrite(out / f"{stem}_instances.tif", inst, compression="zlib")
+            if args.probabilities:
+                tifffile.imwrite(
+                    out / f"{stem}_probabilities.tif",
+                    np.asarray(res.probabilities),
+                    photometric="minisblack",
+                    compression="zlib",
+                )
+            img_np = np.asarray(image)
+            imsave(
+                out / f"{stem}_overlay.png",
+                overlay_png(img_np, res.instances, res.semantic),
+                check_contrast=False,
+            )
+            print(f"[{i}/{len(jobs)}] {stem}: {img_np.shape} in {dt:.1f} s, {n_obj} objects")
+        except (ns.SegNetError, OSError) as e:
+            failures.append(f"{name}: {e}")
+            print(f"napari-segnet: error: {name}: {e}", file=sys.stderr)
+    print(
+        f"wrote results to {out}; {len(failures)} input(s) failed"
+        if failures
+        else f"wrote results to {out}"
+    )
+    return 1 if failures else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import napari_segnet as ns
+    from napari_segnet.io import expand_inputs, read_image
+
+    imgs, p1 = expand_inputs(args.images)
+    labs, p2 = expand_inputs(args.labels)
+    for p in p1 + p2:
+        print(f"napari-segnet: error: {p}", file=sys.stderr)
+    if p1 or p2:
+        return 2
+    if len(imgs) != len(labs):
+        print(
+            f"napari-segnet: error: {len(imgs)} images but {len(labs)} label images "
+            "(they are paired in sorted order)",
+            file=sys.stderr,
+        )
+        return 2
+    images = [np.asarray(read_image(p)) for p in imgs]
+    labels = [np.asarray(read_image(p)) for p in labs]
+    model = args.fine_tune if args.fine_tune else args.arch
+    if args.fine_tune:
+        model = ns.load_model(args.fine_tune)
+
+    def progress(u):
+        if u.kind == "epoch" and not args.quiet:
+            score = "" if u.score is None else f", validation {u.score:.3f}"
+            print(f"epoch {u.epoch}: loss {u.loss:.4f}{score} ({u.elapsed:.0f} s)", file=sys.stderr)
+
+    trained = ns.train(
+        images,
+        labels,
+        model=model,
+        target=args.target,
+        epochs=args.epochs,
+        max_time=args.max_time,
+        device=args.device,
+        seed=args.seed,
+        axes=args.axes,
+        dims=args.dims,
+        progress=progress,
+    )
+    path = ns.save_model(trained, args.out)
+    print(f"saved {path}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -23,17 +170,11 @@ def _demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     whole = ns.predict(image, model, device=args.device)
     t1 = time.perf_counter()
-    tiled = ns.predict(
-        image,
-        model,
-        tile_size=args.tile_size,
-        device=args.device,
-        progress=lambda d, n: print(f"\r  tiles {d}/{n}", end="", flush=True),
-    )
+    tiled = ns.predict(image, model, tile_size=args.tile_size, device=args.device)
     t2 = time.perf_counter()
     diff = float(np.abs(whole - tiled).max())
     print(
-        f"\nauto tiling {t1 - t0:.2f} s, {args.tile_size}px tiles {t2 - t1:.2f} s, "
+        f"auto tiling {t1 - t0:.2f} s, {args.tile_size}px tiles {t2 - t1:.2f} s, "
         f"max difference {diff:.2e}"
     )
     tifffile.imwrite(out / "image.tif", image)
@@ -50,10 +191,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
+
+    seg = sub.add_parser(
+        "segment",
+        help="segment images with a model; write labels, probabilities and previews",
+        description="Segment TIFF/PNG/zarr images (files, folders, globs) with a bundled or "
+        "saved model. Writes NAME_semantic.tif, NAME_instances.tif (when the model predicts "
+        "instances), optionally NAME_probabilities.tif, and a NAME_overlay.png preview. "
+        "Inputs that fail are reported and the others still processed; the exit status is 1 "
+        "if any failed.",
+    )
+    seg.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or globs")
+    seg.add_argument("--model", default="nuclei", help="bundled model name or model file")
+    seg.add_argument("--out", required=True, help="output folder")
+    seg.add_argument("--sample", choices=["nuclei"], help="also segment bundled sample data")
+    seg.add_argument(
+        "--diameter",
+        type=float,
+        default=None,
+        help="typical object diameter in pixels (rescales to the model's)",
+    )
+    seg.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    seg.add_argument("--tile-size", type=int, default=None, help="tile centre in pixels")
+    seg.add_argument("--axes", default=None, help="axes of the inputs, e.g. YX, ZYX, YXC")
+    seg.add_argument("--crf", action="store_true", help="refine with the dense CRF")
+    seg.add_argument("--probabilities", action="store_true", help="also write probabilities")
+    seg.add_argument("--seed", type=int, default=0, help="seed of the --sample image")
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    seg.set_defaults(func=_segment)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a model on images and labels",
+        description="Train a network on image/label pairs (paired in sorted order) and save it.",
+    )
+    tr.add_argument("--images", nargs="+", required=True, help="image files, folders or globs")
+    tr.add_argument("--labels", nargs="+", required=True, help="label files, folders or globs")
+    tr.add_argument("--out", required=True, help="model file to write (.segnet)")
+    tr.add_argument("--target", default="instances", choices=["instances", "semantic", "scribbles"])
+    tr.add_argument("--arch", default="unet", choices=["unet", "deconvnet", "dilated"])
+    tr.add_argument("--fine-tune", default=None, help="model (name or file) to start from")
+    tr.add_argument("--epochs", type=int, default=None)
+    tr.add_argument("--max-time", type=float, default=None, help="seconds")
+    tr.add_argument("--dims", type=int, default=2, choices=[2, 3])
+    tr.add_argument("--axes", default=None)
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=_train)
+
     demo = sub.add_parser(
         "demo",
-        help="run the sample pipeline: synthetic nuclei through the tiled engine",
-        description="Make synthetic nuclei, run an (untrained) UNet through the overlap-tile "
+        help="self-check: synthetic nuclei through the tiled engine, tiled vs untiled",
+        description="Make synthetic nuclei, run an untrained UNet through the overlap-tile "
         "engine with and without small tiles, check they agree, and write TIFFs.",
     )
     demo.add_argument("--out", required=True, help="output folder")
@@ -76,15 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from .errors import SegNetError
+
     try:
         return args.func(args)
-    except Exception as e:
-        from .errors import SegNetError
-
-        if isinstance(e, (SegNetError, OSError)):
-            print(f"napari-segnet: error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except (SegNetError, OSError) as e:
+        print(f"napari-segnet: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

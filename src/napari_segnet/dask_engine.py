@@ -17,7 +17,7 @@ from .axes import Layout, make_layout
 from .devices import resolve_device
 from .models.base import SegNet
 from .normalize import normalization_stats
-from .tiling import Plan, _roundup, out_index, plan_tiles, run_tiles, tile_reader
+from .tiling import Plan, _roundup, border_pad, out_index, plan_tiles, run_tiles, tile_reader
 
 
 def _axis_chunks(n: int, chunk: int, minimum: int) -> tuple[int, ...]:
@@ -39,6 +39,7 @@ def predict_dask(
     batch_size: int = 1,
     device="auto",
     precision: str = "auto",
+    border: int | None = None,
 ) -> da.Array:
     """Lazy class probabilities as a dask array, one task per output chunk.
 
@@ -53,7 +54,7 @@ def predict_dask(
     chunk_size : int, optional
         Spatial chunk edge of the output (rounded to the model's divisor and at least
         its halo); default 1024 for 2D models, 128 for 3D.
-    batch_size, device, precision
+    batch_size, device, precision, border
         As in :func:`napari_segnet.predict`, applied on each worker.
 
     Returns
@@ -81,14 +82,17 @@ def predict_dask(
     n_out = len(layout.outer)
     h, d = model.halo, model.divisor
     edge = chunk_size or (1024 if model.dims == 2 else 128)
-    edge = max(_roundup(int(edge), d), _roundup(max(h, 1), d))
+    edge = max(_roundup(int(edge), d), _roundup(h + d, d))
     chunks = (*tuple((1,) * s for s in canon.outer_shape), (canon.n_channels,))
-    chunks += tuple(_axis_chunks(s, edge, max(h, 1)) for s in canon.spatial_shape)
+    # Every chunk holds the halo its neighbours read, and the last one also what the
+    # mirror at the far border reads.
+    chunks += tuple(_axis_chunks(s, edge, h + d) for s in canon.spatial_shape)
     xc = xc.rechunk(chunks)
     depth = {i: (h if i > n_out else 0) for i in range(xc.ndim)}
     g = da.overlap.overlap(xc, depth=depth, boundary="none") if h else xc
     starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in xc.chunks]
-    func = _BlockPredictor(model, canon, stats, starts, n_out, batch_size, device, precision)
+    pad = border_pad(model, border)
+    func = _BlockPredictor(model, canon, stats, starts, n_out, batch_size, device, precision, pad)
     out_chunks = (*xc.chunks[:n_out], (model.n_classes,), *xc.chunks[n_out + 1 :])
     probs = g.map_blocks(
         func, chunks=out_chunks, dtype=np.float32, meta=np.empty((0,) * xc.ndim, np.float32)
@@ -103,7 +107,9 @@ def predict_dask(
 class _BlockPredictor:
     """Callable for ``map_blocks``: one output chunk from its overlapped block."""
 
-    def __init__(self, model, layout: Layout, stats, starts, n_out, batch_size, device, precision):
+    def __init__(
+        self, model, layout: Layout, stats, starts, n_out, batch_size, device, precision, pad
+    ):
         # A private eval-mode copy: blocks run concurrently and must not share a
         # model whose train/eval flag another thread could flip.
         self.model = copy.deepcopy(model).cpu().eval()
@@ -114,6 +120,7 @@ class _BlockPredictor:
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
+        self.pad = pad
 
     def __call__(self, block: np.ndarray, block_info=None) -> np.ndarray:
         loc = block_info[0]["chunk-location"]
@@ -126,9 +133,11 @@ class _BlockPredictor:
         origin = tuple(max(0, a - h) for a in lo)
         outers = [tuple(a + b for a, b in zip(outer0, o)) for o in np.ndindex(*shape_out[:n_out])]
         core = tuple(_roundup(s, self.model.divisor) for s in size)
-        tiles, core = plan_tiles(lo, hi, core, self.model.divisor, outers)
+        tiles, core = plan_tiles(
+            lo, hi, core, self.model.divisor, outers, halo=h, pad=self.pad, shape=lay.spatial_shape
+        )
         dev = resolve_device(self.device)
-        plan = Plan(lay, self.stats, tiles, core, self.batch_size, dev)
+        plan = Plan(lay, self.stats, tiles, core, self.batch_size, dev, self.pad)
         out = np.zeros(shape_out, np.float32)
         read = tile_reader(block, plan, self.model, origin=origin, outer_offset=outer0)
 

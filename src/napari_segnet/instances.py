@@ -13,10 +13,12 @@ from .errors import SegNetError
 
 def _boundary_instances(
     prob: np.ndarray, interior_threshold: float, foreground_threshold: float, min_size: int
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels, and the pixels that decide them (seeds and seedless objects)."""
     interior, boundary = prob[1], prob[2]
     foreground = (interior + boundary) > foreground_threshold
-    seeds = cc_label(interior > interior_threshold, connectivity=1)
+    seed_mask = (interior > interior_threshold) & foreground
+    seeds = cc_label(seed_mask, connectivity=1)
     # Grow seeds over the foreground, lowest boundary evidence first.
     lab = watershed(1.0 - interior, seeds, mask=foreground)
     # Objects too small to have a confident interior keep their own id.
@@ -24,7 +26,7 @@ def _boundary_instances(
     if orphan.any():
         extra = cc_label(orphan, connectivity=1)
         lab = np.where(extra > 0, extra + lab.max(), lab)
-    return _size_filter(lab, min_size)
+    return _size_filter(lab, min_size), seed_mask | orphan
 
 
 def _size_filter(lab: np.ndarray, min_size: int) -> np.ndarray:
@@ -125,19 +127,165 @@ def label_instances(
     if mode == "boundary" and prob.shape[0] != 3:
         raise SegNetError("mode='boundary' needs background/interior/boundary probabilities")
     min_size = (8 if ndim == 2 else 27) if min_size is None else int(min_size)
+    if ndim != spatial:
+        outer = prob.shape[1 : 1 + spatial - ndim]
+        out = np.zeros(prob.shape[1:], np.int32)
+        offset = 0
+        for idx in np.ndindex(*outer):
+            lab = _label(
+                prob[(slice(None), *idx)],
+                mode,
+                interior_threshold,
+                foreground_threshold,
+                min_size,
+                split_touching,
+                min_distance,
+            )[0]
+            out[idx] = np.where(lab > 0, lab + offset, 0)
+            offset += int(lab.max())
+        return out
+    return _label(
+        prob, mode, interior_threshold, foreground_threshold, min_size, split_touching, min_distance
+    )[0]
 
-    def one(p: np.ndarray) -> np.ndarray:
-        if mode == "boundary":
-            return _boundary_instances(p, interior_threshold, foreground_threshold, min_size)
-        return _component_instances(p, split_touching, min_distance, min_size)
 
-    if ndim == spatial:
-        return one(prob)
-    outer = prob.shape[1 : 1 + spatial - ndim]
-    out = np.zeros(prob.shape[1:], np.int32)
+def _label(
+    prob, mode, interior_threshold, foreground_threshold, min_size, split_touching, min_distance
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of one image/volume and the mask of pixels that decide each object."""
+    if mode == "boundary":
+        return _boundary_instances(prob, interior_threshold, foreground_threshold, min_size)
+    lab = _component_instances(prob, split_touching, min_distance, min_size)
+    return lab, lab > 0
+
+
+def _blocks(shape: tuple[int, ...], block: tuple[int, ...]):
+    for idx in np.ndindex(*[int(np.ceil(s / b)) for s, b in zip(shape, block)]):
+        lo = tuple(i * b for i, b in zip(idx, block))
+        hi = tuple(min(a + b, s) for a, b, s in zip(lo, block, shape))
+        yield lo, hi
+
+
+def label_instances_blockwise(
+    probabilities,
+    *,
+    out=None,
+    block_size: int | tuple[int, ...] | None = None,
+    halo: int = 64,
+    ndim: int | None = None,
+    progress=None,
+    cancel=None,
+    **options,
+):
+    """:func:`label_instances` block by block, for probabilities larger than memory.
+
+    Each block is labelled together with ``halo`` pixels of its neighbours. An object
+    belongs to the block that holds its first pixel (in raster order) and is written
+    whole by that block only, so objects that cross block borders keep one id.
+    Whenever every cluster of touching objects is smaller than ``halo``, the result
+    equals the in-memory one up to a renumbering of ids, except for pixels whose
+    probabilities are exactly tied between two objects (the watershed breaks such
+    ties in flooding order, which depends on the array's extent); larger clusters may
+    be cut where blocks meet. Memory stays at one block plus its halo.
+
+    Parameters
+    ----------
+    probabilities : array-like
+        ``(C, *spatial)`` numpy, zarr or dask array.
+    out : array-like, optional
+        int32 array of the spatial shape to write into (e.g. a zarr array); a new
+        numpy array by default.
+    block_size : int or tuple, optional
+        Block edge (default 1024 in 2D, 128 in 3D).
+    halo : int
+        Context on each side of a block, in pixels: at least the size of the largest
+        cluster of touching objects.
+    ndim : int, optional
+        As in :func:`label_instances`; 2 with a ``(C, Z, Y, X)`` input labels each
+        slice separately (ids unique over the stack).
+    progress : callable, optional
+        ``progress(done_blocks, total_blocks)``.
+    cancel : threading.Event, optional
+        Stops with :class:`~napari_segnet.errors.Cancelled`.
+    **options
+        Passed to :func:`label_instances` (thresholds, ``mode``, ``min_size``, ...).
+
+    Returns
+    -------
+    array
+        ``out``, holding ids 1..N (0 = background).
+    """
+    from .errors import Cancelled
+
+    shape = tuple(int(s) for s in probabilities.shape[1:])
+    spatial = len(shape)
+    ndim = spatial if ndim is None else int(ndim)
+    if ndim not in (2, 3) or ndim > spatial:
+        raise SegNetError(f"ndim must be 2 or 3 and at most {spatial}")
+    if halo < 0:
+        raise SegNetError("halo must not be negative")
+    if out is None:
+        out = np.zeros(shape, np.int32)
+    elif tuple(out.shape) != shape:
+        raise SegNetError(f"out has shape {tuple(out.shape)}, expected {shape}")
+    n_outer = spatial - ndim
+    inner = shape[n_outer:]
+    n_classes = int(probabilities.shape[0])
+    mode = options.pop("mode", "auto")
+    if mode == "auto":
+        mode = "boundary" if n_classes == 3 else "components"
+    min_size = options.pop("min_size", None)
+    opts = {
+        "mode": mode,
+        "interior_threshold": options.pop("interior_threshold", 0.5),
+        "foreground_threshold": options.pop("foreground_threshold", 0.5),
+        "min_size": (8 if ndim == 2 else 27) if min_size is None else int(min_size),
+        "split_touching": options.pop("split_touching", False),
+        "min_distance": options.pop("min_distance", 5),
+    }
+    if options:
+        raise SegNetError(f"unknown option(s) {sorted(options)} for label_instances")
+    if n_classes < 2 or (mode == "boundary" and n_classes != 3):
+        raise SegNetError(
+            "mode='boundary' needs background/interior/boundary probabilities"
+            if n_classes >= 2
+            else "probabilities need at least two classes"
+        )
+    if block_size is None:
+        block_size = 1024 if ndim == 2 else 128
+    block = (block_size,) * ndim if np.isscalar(block_size) else tuple(block_size)
+    blocks = list(_blocks(inner, block))
+    outers = list(np.ndindex(*shape[:n_outer]))
+    total = len(blocks) * len(outers)
     offset = 0
-    for idx in np.ndindex(*outer):
-        lab = one(prob[(slice(None), *idx)])
-        out[idx] = np.where(lab > 0, lab + offset, 0)
-        offset += int(lab.max())
+    done = 0
+    for o in outers:
+        for lo, hi in blocks:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"cancelled after {done} of {total} blocks")
+            elo = tuple(max(a - halo, 0) for a in lo)
+            ehi = tuple(min(b + halo, s) for b, s in zip(hi, inner))
+            region = tuple(slice(a, b) for a, b in zip(elo, ehi))
+            p = np.asarray(probabilities[(slice(None), *o, *region)])
+            if np.isnan(p).any():
+                raise SegNetError("probabilities contain NaN")
+            lab, decisive = _label(p, **opts)
+            # An object's anchor is the first of its seed pixels in raster order: seeds
+            # are pixelwise decisions, so every block that sees the object agrees.
+            anchor_lab = np.where(decisive, lab, 0)
+            flat = np.flatnonzero(anchor_lab)
+            if flat.size:
+                ids, first = np.unique(anchor_lab.ravel()[flat], return_index=True)
+                anchors = np.stack(np.unravel_index(flat[first], lab.shape), axis=1) + elo
+                own = np.all((anchors >= lo) & (anchors < hi), axis=1)
+                mapping = np.zeros(int(lab.max()) + 1, np.int64)
+                mapping[ids[own]] = np.arange(1, int(own.sum()) + 1) + offset
+                new = mapping[lab]
+                if own.any():
+                    current = np.asarray(out[(*o, *region)])
+                    out[(*o, *region)] = np.where(new > 0, new, current).astype(np.int32)
+                offset += int(own.sum())
+            done += 1
+            if progress is not None:
+                progress(done, total)
     return out

@@ -13,8 +13,8 @@ import numpy as np
 from skimage.transform import resize
 
 from .axes import make_layout
-from .errors import Cancelled, SegNetError
-from .instances import label_instances
+from .errors import SegNetError
+from .instances import label_instances, label_instances_blockwise
 from .models.base import SegNet
 from .tiling import Progress, _as_source, make_plan, run_plan, semantic_dtype
 
@@ -117,6 +117,7 @@ def segment(
     instance_options: dict | None = None,
     output=None,
     precision: str = "auto",
+    border: int | None = None,
     progress: Progress = None,
     cancel: threading.Event | None = None,
 ) -> SegmentResult:
@@ -130,18 +131,20 @@ def segment(
         A model from :func:`build_model`, :func:`load_model` or :func:`train`.
     axes : str, optional
         e.g. ``"YX"``, ``"ZYX"``, ``"TYX"``, ``"YXC"``; guessed if None.
-    tile_size, batch_size, device, precision
+    tile_size, batch_size, device, precision, border
         As in :func:`napari_segnet.predict`.
     diameter : float, optional
         Typical object diameter in pixels in this image; the image is rescaled so
         objects match the size the model was trained on, and results are resized
         back (probabilities linearly, labels by nearest neighbour).
     crf : bool or dict
-        Refine probabilities with the dense CRF (a dict passes its parameters).
+        Reserved for dense-CRF refinement, which this version does not have yet:
+        True raises a SegNetError.
     instances : bool, optional
         Compute instance labels; None: when the model was trained on instances.
     instance_options : dict, optional
-        Keyword arguments for :func:`label_instances`.
+        Keyword arguments for :func:`label_instances`; they override the model's own
+        (``model.meta["instance_options"]``, e.g. a tuned seed threshold).
     output : str, path or zarr group, optional
         Write ``probabilities``, ``semantic`` (and ``instances``) arrays there tile
         by tile instead of holding them in memory. The group's attribute
@@ -170,12 +173,12 @@ def segment(
         arr = np.asarray(src)
         shape_small = [max(1, round(s * factor)) for s in layout.spatial_shape]
         work = _zoom(arr.astype(np.float32), layout, shape_small, order=1)
-    plan = make_plan(work, model, layout.axes, tile_size, batch_size, device, precision)
+    plan = make_plan(work, model, layout.axes, tile_size, batch_size, device, precision, border)
     out_shape = plan.layout.out_shape
     sem_dtype = semantic_dtype(model.n_classes)
     store = created = None
     try:
-        if output is not None and factor == 1.0 and not crf:
+        if output is not None and factor == 1.0:
             shapes = {"probabilities": (model.n_classes, *out_shape), "semantic": out_shape}
             dtypes = {"probabilities": np.dtype(np.float32), "semantic": sem_dtype}
             if instances:
@@ -196,17 +199,27 @@ def segment(
             progress=progress,
             cancel=cancel,
         )
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled")
-        prob_np = np.asarray(prob[...]) if store is not None else prob
-        if crf:
-            raise SegNetError("CRF refinement is not part of this version of napari-segnet yet")
-        if factor != 1.0:
-            semantic_np = prob_np.argmax(0).astype(sem_dtype)
-        inst = None
-        if instances:
-            opts = {"ndim": model.dims, **(instance_options or {})}
-            inst = label_instances(prob_np, **opts)
+        opts = {
+            "ndim": model.dims,
+            **(model.meta.get("instance_options") or {}),
+            **(instance_options or {}),
+        }
+        if store is not None:
+            # Probabilities and classes are on disk already; instances are labelled
+            # block by block from there, so memory stays bounded.
+            if instances:
+                label_instances_blockwise(prob, out=arrays["instances"], cancel=cancel, **opts)
+            store.attrs[COMPLETE_ATTR] = True
+            return SegmentResult(
+                arrays["probabilities"],
+                arrays["semantic"],
+                arrays.get("instances"),
+                layout.out_axes,
+                _info(plan, model),
+            )
+        prob_np = prob
+        semantic_np = prob_np.argmax(0).astype(sem_dtype)
+        inst = label_instances(prob_np, **opts) if instances else None
         if factor != 1.0:
             full = (model.n_classes, *layout.out_shape)
             prob_np = resize(prob_np, full, order=1, preserve_range=True).astype(np.float32)
@@ -217,21 +230,8 @@ def segment(
                 inst = resize(
                     inst, layout.out_shape, order=0, preserve_range=True, anti_aliasing=False
                 ).astype(np.int32)
-        elif store is None or crf:
-            semantic_np = prob_np.argmax(0).astype(sem_dtype)
-        if store is not None:
-            if inst is not None:
-                arrays["instances"][...] = inst
-            store.attrs[COMPLETE_ATTR] = True
-            return SegmentResult(
-                arrays["probabilities"],
-                arrays["semantic"],
-                arrays.get("instances"),
-                layout.out_axes,
-                _info(plan, model),
-            )
         if output is not None:
-            # Rescaled or CRF-refined results exist only in memory; write them whole.
+            # Rescaled results exist only in memory; write them whole.
             shapes = {"probabilities": prob_np.shape, "semantic": semantic_np.shape}
             dtypes = {"probabilities": np.dtype(np.float32), "semantic": sem_dtype}
             if inst is not None:

@@ -11,6 +11,7 @@ output. Each centre is written once, straight into the outputs.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -52,12 +53,38 @@ def axis_starts(a: int, b: int, core: int, divisor: int) -> tuple[list[int], int
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile: where it sits, and which part of its centre it writes."""
+    """One tile: the input it reads, its centre, and which part of the centre it writes.
+
+    All coordinates are image coordinates; the input may reach past the image
+    border, where it is mirrored.
+    """
 
     outer: tuple[int, ...]
-    start: tuple[int, ...]  # core start, image coordinates
-    write_lo: tuple[int, ...]  # written region, image coordinates
+    start: tuple[int, ...]  # centre start
+    write_lo: tuple[int, ...]  # written region
     write_hi: tuple[int, ...]
+    in_lo: tuple[int, ...]  # input region read (centre plus halo, cut at the padded border)
+    in_hi: tuple[int, ...]
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(b - a for a, b in zip(self.in_lo, self.in_hi))
+
+
+def border_pad(model: SegNet, border: int | None = None) -> int:
+    """Mirror padding at the image border: a multiple of the divisor, at most the halo.
+
+    None: 32 px (at least two divisors). The whole halo (``border=model.halo``) gives
+    every border pixel full mirrored context, as in the UNet paper; less is faster on
+    small images, and beyond the padding the network sees its own zero padding.
+    Either way the result is the same for every tile size.
+    """
+    d, h = model.divisor, model.halo
+    if border is None:
+        border = max(32, 2 * d)
+    if border < 0:
+        raise SegNetError("border must not be negative")
+    return int(min(_roundup(int(border), d), h))
 
 
 def plan_tiles(
@@ -66,28 +93,35 @@ def plan_tiles(
     core: Sequence[int],
     divisor: int,
     outers: Sequence[tuple[int, ...]],
+    *,
+    halo: int,
+    pad: int,
+    shape: Sequence[int],
 ) -> tuple[list[Tile], tuple[int, ...]]:
-    """All tiles that cover a region at every outer position, each pixel written once."""
+    """All tiles that cover a region at every outer position, each pixel written once.
+
+    A tile reads its centre plus ``halo`` on each side, but never beyond the padded
+    image ``[-pad, roundup(shape, divisor) + pad)``: there the untiled pass would
+    see the network's zero padding, so the tile stops there too and sees the same.
+    Tiles are sorted by input shape, so equal shapes batch together.
+    """
     per_axis, cores = [], []
-    for a, b, c in zip(region_lo, region_hi, core):
+    for a, b, c, n in zip(region_lo, region_hi, core, shape):
         starts, c = axis_starts(int(a), int(b), int(c), divisor)
+        end = _roundup(int(n), divisor) + pad
         spans = []
-        for i, s in enumerate(starts):
-            lo = s if i == 0 else max(s, starts[i - 1] + c)
-            spans.append((s, lo, min(s + c, int(b))))
+        for i, st in enumerate(starts):
+            lo = st if i == 0 else max(st, starts[i - 1] + c)
+            spans.append(
+                (st, lo, min(st + c, int(b)), max(st - halo, -pad), min(st + c + halo, end))
+            )
         per_axis.append(spans)
         cores.append(c)
     tiles = []
     for o in outers:
         for combo in _product(per_axis):
-            tiles.append(
-                Tile(
-                    tuple(o),
-                    tuple(s for s, _, _ in combo),
-                    tuple(lo for _, lo, _ in combo),
-                    tuple(hi for _, _, hi in combo),
-                )
-            )
+            tiles.append(Tile(tuple(o), *(tuple(x[k] for x in combo) for k in range(5))))
+    tiles.sort(key=lambda t: t.in_shape)
     return tiles, tuple(cores)
 
 
@@ -141,7 +175,11 @@ def memory_budget(device: torch.device) -> int:
 
 
 def choose_core(
-    spatial_shape: Sequence[int], model: SegNet, budget: int, bytes_factor: float = 1.0
+    spatial_shape: Sequence[int],
+    model: SegNet,
+    budget: int,
+    bytes_factor: float = 1.0,
+    pad: int | None = None,
 ) -> tuple[int, ...]:
     """Largest tile centre (multiples of the divisor) whose tile fits ``budget`` bytes.
 
@@ -149,6 +187,7 @@ def choose_core(
     tiles (equal parts) until one tile fits: few, large tiles waste least on halos.
     """
     d, h = model.divisor, model.halo
+    pad = h if pad is None else pad
     bpp = activation_bytes_per_pixel(model) * bytes_factor
     parts = [1] * len(spatial_shape)
     min_core = d * max(1, 64 // d) if model.dims == 2 else d * max(1, 16 // d)
@@ -161,13 +200,19 @@ def choose_core(
 
     while True:
         c = cores()
-        size = math.prod(ci + 2 * h for ci in c) * bpp
+        size = tile_pixels(c, spatial_shape, model, pad) * bpp
         if size <= budget:
             return tuple(c)
         k = int(np.argmax(c))
         if c[k] <= min_core:
             return tuple(c)  # as small as useful; OOM handling takes over on CUDA
         parts[k] += 1
+
+
+def tile_pixels(core: Sequence[int], shape: Sequence[int], model: SegNet, pad: int) -> int:
+    """Input pixels of the largest tile: centre plus halo, at most the padded image."""
+    d, h = model.divisor, model.halo
+    return math.prod(min(c + 2 * h, _roundup(s, d) + 2 * pad) for c, s in zip(core, shape))
 
 
 # ----------------------------------------------------------------------------- engine
@@ -217,8 +262,13 @@ class TileRunner:
         return torch.autocast(self.device.type, dtype=getattr(torch, self.precision))
 
     def forward(
-        self, net: torch.nn.Module, batch: np.ndarray, halo: int, core: Sequence[int]
-    ) -> np.ndarray:
+        self,
+        net: torch.nn.Module,
+        batch: np.ndarray,
+        offsets: list[tuple[int, ...]],
+        core: Sequence[int],
+    ) -> list[np.ndarray]:
+        """Probabilities of each tile's centre (at ``offsets`` inside its input)."""
         x = torch.from_numpy(batch)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
@@ -226,22 +276,21 @@ class TileRunner:
                 x = x.contiguous(memory_format=torch.channels_last)
         else:
             x = x.to(self.device)
-        crop = (slice(None), slice(None), *tuple(slice(halo, halo + c) for c in core))
         try:
             with torch.inference_mode(), self.autocast():
                 logits = net(x)
-                prob = torch.softmax(logits[crop].float(), dim=1)
-            return prob.cpu().numpy()
+                out = []
+                for i, off in enumerate(offsets):
+                    crop = tuple(slice(o, o + c) for o, c in zip(off, core))
+                    out.append(torch.softmax(logits[(i, slice(None), *crop)].float(), dim=0))
+            return [p.cpu().numpy() for p in out]
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(batch) == 1:
                 raise _TileTooLarge() from None
             half = len(batch) // 2
-            return np.concatenate(
-                [
-                    self.forward(net, batch[:half], halo, core),
-                    self.forward(net, batch[half:], halo, core),
-                ]
+            return self.forward(net, batch[:half], offsets[:half], core) + self.forward(
+                net, batch[half:], offsets[half:], core
             )
 
 
@@ -266,7 +315,10 @@ def run_tiles(
         When ``cancel`` is set (checked before each batch).
     """
     runner = TileRunner(model, device, precision)
-    batches = [tiles[i : i + batch_size] for i in range(0, len(tiles), batch_size)]
+    batches = []
+    for _, group in itertools.groupby(tiles, key=lambda t: t.in_shape):
+        group = list(group)
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
     total = len(tiles)
     done = 0
 
@@ -283,7 +335,8 @@ def run_tiles(
                 raise Cancelled(f"cancelled after {done} of {total} tiles")
             x = pending.result()
             pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
-            prob = runner.forward(net, x, model.halo, core)
+            offsets = [tuple(a - b for a, b in zip(t.start, t.in_lo)) for t in batch]
+            prob = runner.forward(net, x, offsets, core)
             for t, p in zip(batch, prob):
                 rel = tuple(
                     slice(lo - s, hi - s) for lo, hi, s in zip(t.write_lo, t.write_hi, t.start)
@@ -323,6 +376,7 @@ class Plan:
     core: tuple[int, ...]
     batch_size: int
     device: torch.device
+    pad: int = 0
 
 
 def make_plan(
@@ -333,6 +387,7 @@ def make_plan(
     batch_size: int | None,
     device,
     precision: str = "auto",
+    border: int | None = None,
 ) -> Plan:
     """Check the input, compute normalisation, and lay out tiles and batches."""
     if not isinstance(model, SegNet):
@@ -344,8 +399,9 @@ def make_plan(
     shape = layout.spatial_shape
     factor = 0.5 if (dev.type == "cuda" and precision != "float32") else 1.0
     budget = memory_budget(dev)
+    pad = border_pad(model, border)
     if tile_size is None:
-        core = choose_core(shape, model, budget, factor)
+        core = choose_core(shape, model, budget, factor, pad)
     else:
         ts = (tile_size,) * model.dims if np.isscalar(tile_size) else tuple(tile_size)
         if len(ts) != model.dims or min(ts) < 1:
@@ -354,8 +410,10 @@ def make_plan(
             )
         core = tuple(_roundup(int(t), model.divisor) for t in ts)
     outers = list(outer_positions(layout))
-    tiles, core = plan_tiles((0,) * model.dims, shape, core, model.divisor, outers)
-    tile_bytes = math.prod(c + 2 * model.halo for c in core) * activation_bytes_per_pixel(model)
+    tiles, core = plan_tiles(
+        (0,) * model.dims, shape, core, model.divisor, outers, halo=model.halo, pad=pad, shape=shape
+    )
+    tile_bytes = tile_pixels(core, shape, model, pad) * activation_bytes_per_pixel(model)
     if tile_bytes * factor > 4 * budget:
         raise SegNetError(
             f"one tile needs about {tile_bytes * factor / 2**30:.1f} GiB but only "
@@ -364,13 +422,10 @@ def make_plan(
             "or a model with smaller dilation rates / pool_size"
         )
     if batch_size is None:
-        tile_bytes = (
-            math.prod(c + 2 * model.halo for c in core) * activation_bytes_per_pixel(model) * factor
-        )
-        batch_size = int(np.clip(budget // max(tile_bytes, 1), 1, 32))
+        batch_size = int(np.clip(budget // max(tile_bytes * factor, 1), 1, 32))
     if int(batch_size) < 1:
         raise SegNetError("batch_size must be at least 1")
-    return Plan(layout, stats, tiles, core, int(min(batch_size, max(len(tiles), 1))), dev)
+    return Plan(layout, stats, tiles, core, int(min(batch_size, max(len(tiles), 1))), dev, pad)
 
 
 def stats_at(stats: np.ndarray, outer: tuple[int, ...]) -> np.ndarray:
@@ -378,12 +433,10 @@ def stats_at(stats: np.ndarray, outer: tuple[int, ...]) -> np.ndarray:
 
 
 def tile_reader(src, plan: Plan, model: SegNet, origin=None, outer_offset=None):
-    """A function that reads one tile (with halo, mirrored at the border) normalised."""
-    h = model.halo
+    """A function that reads one tile's input (mirrored past the border), normalised."""
 
     def read(t: Tile) -> np.ndarray:
-        lo = tuple(s - h for s in t.start)
-        hi = tuple(s + c + h for s, c in zip(t.start, plan.core))
+        lo, hi = t.in_lo, t.in_hi
         o = t.outer if outer_offset is None else tuple(a - b for a, b in zip(t.outer, outer_offset))
         block = read_region(src, plan.layout, o, lo, hi, origin)
         if block.dtype.kind == "f" and np.isnan(block).any():
@@ -457,6 +510,9 @@ def run_plan(
                 smaller,
                 model.divisor,
                 list(outer_positions(layout)),
+                halo=model.halo,
+                pad=plan.pad,
+                shape=layout.spatial_shape,
             )
             plan.tiles, plan.core, plan.batch_size = tiles, core, 1
 
@@ -475,6 +531,7 @@ def predict(
     batch_size: int | None = None,
     device="auto",
     precision: str = "auto",
+    border: int | None = None,
     progress: Progress = None,
     cancel: threading.Event | None = None,
     out=None,
@@ -500,6 +557,9 @@ def predict(
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cuda"``, ``"mps"`` or ``"cpu"``.
     precision : str
         ``"auto"`` (bfloat16/float16 autocast on CUDA, float32 elsewhere) or a dtype name.
+    border : int, optional
+        Pixels of mirror padding at the image border (rounded up to the divisor, at
+        most the halo; see :func:`border_pad`). None: 32 px.
     progress : callable, optional
         Called as ``progress(done_tiles, total_tiles)`` after each batch.
     cancel : threading.Event, optional
@@ -513,7 +573,7 @@ def predict(
         float32 ``(n_classes, *shape without the channel axis)``, or ``out``.
     """
     src = _as_source(image)
-    plan = make_plan(src, model, axes, tile_size, batch_size, device, precision)
+    plan = make_plan(src, model, axes, tile_size, batch_size, device, precision, border)
     shape = (model.n_classes, *plan.layout.out_shape)
     if out is None:
         out = np.zeros(shape, np.float32)
