@@ -37,8 +37,10 @@ def main() -> None:
     t = time.perf_counter()
     blk = ns.label_instances_blockwise(p, block_size=args.block, halo=args.halo)
     t_blk = time.perf_counter() - t
-    print(f"{args.size}x{args.size} ({mpix:.1f} MPix), {mem.max()} objects in memory, "
-          f"{blk.max()} blockwise (block {args.block}, halo {args.halo})")
+    print(
+        f"{args.size}x{args.size} ({mpix:.1f} MPix), {mem.max()} objects in memory, "
+        f"{blk.max()} blockwise (block {args.block}, halo {args.halo})"
+    )
     print("| method | seconds | s/MPix |\n|---|---:|---:|")
     print(f"| label_instances (in memory) | {t_mem:.2f} | {t_mem / mpix:.3f} |")
     print(f"| label_instances_blockwise | {t_blk:.2f} | {t_blk / mpix:.3f} |")

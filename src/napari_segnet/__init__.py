@@ -6,6 +6,7 @@ The core (this package) imports neither Qt nor napari; the napari plugin lives i
 
 from . import data
 from ._version import __version__
+from .crf import refine_crf
 from .dask_engine import predict_dask
 from .errors import Cancelled, ModelFileError, SegNetError
 from .instances import label_instances, label_instances_blockwise
@@ -43,6 +44,7 @@ __all__ = [
     "mean_iou",
     "predict",
     "predict_dask",
+    "refine_crf",
     "save_model",
     "segment",
     "train",

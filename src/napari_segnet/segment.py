@@ -138,8 +138,9 @@ def segment(
         objects match the size the model was trained on, and results are resized
         back (probabilities linearly, labels by nearest neighbour).
     crf : bool or dict
-        Reserved for dense-CRF refinement, which this version does not have yet:
-        True raises a SegNetError.
+        Refine the probabilities with :func:`refine_crf` before labelling (a dict
+        passes its parameters). Needs the image in memory; with ``output`` the refined
+        results are written whole at the end.
     instances : bool, optional
         Compute instance labels; None: when the model was trained on instances.
     instance_options : dict, optional
@@ -163,8 +164,6 @@ def segment(
     if not isinstance(model, SegNet):
         raise SegNetError("model must be a napari-segnet model (build_model, load_model or train)")
     layout = make_layout(tuple(src.shape), axes, model.dims, model.in_channels)
-    if crf:
-        raise SegNetError("CRF refinement is not part of this version of napari-segnet yet")
     if instances is None:
         instances = model.meta.get("target") == "instances"
     factor = _rescale_factor(model, diameter)
@@ -178,7 +177,7 @@ def segment(
     sem_dtype = semantic_dtype(model.n_classes)
     store = created = None
     try:
-        if output is not None and factor == 1.0:
+        if output is not None and factor == 1.0 and not crf:
             shapes = {"probabilities": (model.n_classes, *out_shape), "semantic": out_shape}
             dtypes = {"probabilities": np.dtype(np.float32), "semantic": sem_dtype}
             if instances:
@@ -218,6 +217,11 @@ def segment(
                 _info(plan, model),
             )
         prob_np = prob
+        if crf:
+            from .crf import refine_crf
+
+            params = crf if isinstance(crf, dict) else {}
+            prob_np = refine_crf(_crf_image(work, plan.layout), prob_np, device=device, **params)
         semantic_np = prob_np.argmax(0).astype(sem_dtype)
         inst = label_instances(prob_np, **opts) if instances else None
         if factor != 1.0:
@@ -231,7 +235,7 @@ def segment(
                     inst, layout.out_shape, order=0, preserve_range=True, anti_aliasing=False
                 ).astype(np.int32)
         if output is not None:
-            # Rescaled results exist only in memory; write them whole.
+            # Rescaled or refined results exist only in memory; write them whole.
             shapes = {"probabilities": prob_np.shape, "semantic": semantic_np.shape}
             dtypes = {"probabilities": np.dtype(np.float32), "semantic": sem_dtype}
             if inst is not None:
@@ -247,6 +251,16 @@ def segment(
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
+
+
+def _crf_image(src, layout) -> np.ndarray:
+    """The image with axes like the outputs and any channel axis last, for the CRF."""
+    img = np.asarray(src)
+    if layout.channel is not None:
+        img = np.moveaxis(img, layout.channel, -1)
+    if img.ndim - (layout.channel is not None) > 3:
+        raise SegNetError("crf=True takes 2D images, stacks or volumes (at most 3 axes)")
+    return img
 
 
 def _info(plan, model: SegNet) -> dict:

@@ -1,0 +1,139 @@
+"""Dense CRF: against a brute-force mean field on tiny images; better borders; bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import napari_segnet as ns
+from napari_segnet.crf import UNARY_CLIP, intensity_scale
+
+
+def brute_force_crf(image, prob, n_iter, gsxy, gcompat, bsxy, bsrgb, bcompat):
+    """Mean field with every pairwise sum computed exactly (N x N kernels)."""
+    c, h, w = prob.shape
+    yy, xx = np.mgrid[:h, :w]
+    pos = np.stack([yy.ravel(), xx.ravel()], 1).astype(float)
+    inten = intensity_scale(image).reshape(h * w, -1)
+
+    def kernel(feat):
+        d2 = ((feat[:, None, :] - feat[None, :, :]) ** 2).sum(-1)
+        return np.exp(-d2 / 2)
+
+    kg = kernel(pos / gsxy)
+    kb = kernel(np.concatenate([pos / bsxy, inten / bsrgb], 1))
+    ng = 1 / np.sqrt(kg.sum(1))
+    nb = 1 / np.sqrt(kb.sum(1))
+    unary = np.log(np.clip(prob.reshape(c, -1), UNARY_CLIP, None))
+    q = np.exp(unary) / np.exp(unary).sum(0)
+    for _ in range(n_iter):
+        mg = ng * (kg @ (ng[:, None] * q.T)).T
+        mb = nb * (kb @ (nb[:, None] * q.T)).T
+        logits = unary + gcompat * mg + bcompat * mb
+        q = np.exp(logits - logits.max(0))
+        q /= q.sum(0)
+    return q.reshape(c, h, w)
+
+
+def _tiny(seed=0, shape=(11, 13)):
+    rng = np.random.default_rng(seed)
+    img = np.zeros((*shape, 3), np.uint8)
+    img[:, : shape[1] // 2] = (200, 40, 40)
+    img[:, shape[1] // 2 :] = (30, 60, 220)
+    img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    prob = rng.dirichlet(np.ones(3), size=shape).transpose(2, 0, 1).astype(np.float32)
+    return img, prob
+
+
+def test_gaussian_kernel_is_exact():
+    img, prob = _tiny()
+    params = (5, 3.0, 3.0, 80.0, 13.0, 0.0)
+    got = ns.refine_crf(img, prob, *params, device="cpu")
+    ref = brute_force_crf(img, prob, *params)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("bsxy,bsrgb", [(80.0, 13.0), (5.0, 30.0), (3.0, 60.0)])
+def test_bilateral_matches_brute_force(bsxy, bsrgb):
+    img, prob = _tiny(1)
+    params = (5, 3.0, 3.0, bsxy, bsrgb, 10.0)
+    got = ns.refine_crf(img, prob, *params, device="cpu")
+    ref = brute_force_crf(img, prob, *params)
+    # The lattice approximates the Gaussian in feature space (as in pydensecrf).
+    assert np.abs(got - ref).mean() < 0.02
+    assert (got.argmax(0) == ref.argmax(0)).mean() > 0.97
+
+
+def _scene(seed=0, shape=(120, 160)):
+    """Four flat colour regions with noise; a coarse, blurred and noisy prediction."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    gt = np.zeros(shape, int)
+    gt[(yy - 60) ** 2 + (xx - 50) ** 2 < 30**2] = 1
+    gt[(xx > 95) & (yy < 70)] = 2
+    gt[(xx > 80) & (yy > 85)] = 3
+    colours = np.array([[30, 30, 30], [220, 60, 60], [60, 200, 70], [70, 80, 230]])
+    img = np.clip(colours[gt] + rng.normal(0, 12, (*shape, 3)), 0, 255).astype(np.uint8)
+    onehot = np.stack([(gt == k).astype(float) for k in range(4)])
+    coarse = np.stack([ndi.gaussian_filter(o, 6) for o in onehot])
+    coarse = coarse + rng.uniform(0, 0.6, coarse.shape)
+    coarse /= coarse.sum(0, keepdims=True)
+    return img, coarse.astype(np.float32), gt
+
+
+def test_refinement_snaps_borders_to_edges():
+    img, coarse, gt = _scene()
+    before = ns.mean_iou(gt, coarse.argmax(0), 4)
+    refined = ns.refine_crf(img, coarse, device="cpu")
+    after = ns.mean_iou(gt, refined.argmax(0), 4)
+    assert after > before + 0.05, (before, after)
+    assert after > 0.9
+    np.testing.assert_allclose(refined.sum(0), 1, atol=1e-5)
+
+
+def test_grey_16bit_float_and_stacks():
+    img, coarse, _gt = _scene(1, (64, 80))
+    grey8 = img.mean(-1).astype(np.uint8)
+    a = ns.refine_crf(grey8.astype(np.float32) / 255.0, coarse)
+    b = ns.refine_crf(grey8.astype(np.float32) * 1000.0, coarse)
+    np.testing.assert_allclose(a, b, atol=1e-4)  # the intensity scale is normalised
+    stack = np.stack([img, img[::-1]])
+    cstack = np.stack([coarse, coarse[:, ::-1]], axis=1)
+    out = ns.refine_crf(stack, cstack)
+    np.testing.assert_allclose(out[:, 0], ns.refine_crf(img, coarse), atol=1e-5)
+    np.testing.assert_allclose(out[:, 1], ns.refine_crf(img[::-1], coarse[:, ::-1]), atol=1e-5)
+    vol = ns.refine_crf(stack, cstack, volume=True)
+    assert vol.shape == cstack.shape
+
+
+def test_inputs_untouched_and_bad_parameters():
+    img, prob = _tiny()
+    i0, p0 = img.copy(), prob.copy()
+    ns.refine_crf(img, prob)
+    np.testing.assert_array_equal(img, i0)
+    np.testing.assert_array_equal(prob, p0)
+    for kw, match in [
+        ({"gaussian_sxy": 0}, "gaussian_sxy"),
+        ({"bilateral_srgb": -1}, "bilateral_srgb"),
+        ({"bilateral_compat": np.nan}, "bilateral_compat"),
+        ({"n_iter": 2.5}, "n_iter"),
+    ]:
+        with pytest.raises(ns.SegNetError, match=match):
+            ns.refine_crf(img, prob, **kw)
+    with pytest.raises(ns.SegNetError, match="does not match"):
+        ns.refine_crf(img[:5], prob)
+    with pytest.raises(ns.SegNetError, match="non-negative"):
+        ns.refine_crf(img, -prob)
+    with pytest.raises(ns.SegNetError, match="C >= 2"):
+        ns.refine_crf(img, prob[:1])
+
+
+def test_segment_with_crf(small_unet):
+    img = (np.random.default_rng(2).random((48, 40)) * 255).astype(np.uint8)
+    plain = ns.segment(img, small_unet)
+    res = ns.segment(img, small_unet, crf={"n_iter": 3, "bilateral_compat": 5.0})
+    expected = ns.refine_crf(img, plain.probabilities, n_iter=3, bilateral_compat=5.0)
+    np.testing.assert_allclose(res.probabilities, expected, atol=1e-5)
+    np.testing.assert_array_equal(res.semantic, expected.argmax(0))
