@@ -49,3 +49,12 @@ __all__ = [
     "segment",
     "train",
 ]
+
+
+def __getattr__(name: str):
+    # ``ns.napari`` (layer helpers for the napari console) imports napari only when used.
+    if name == "napari":
+        import importlib
+
+        return importlib.import_module("napari_segnet._napari.console")
+    raise AttributeError(f"module 'napari_segnet' has no attribute {name!r}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+from scipy import ndimage as ndi
+
 from ..data import synthetic_nuclei
 
 
@@ -20,4 +23,21 @@ def sample_nuclei_3d():
     return [
         (image, {"name": "nuclei 3D", "scale": (2.0, 1.0, 1.0)}, "image"),
         (labels, {"name": "nuclei 3D ground truth", "scale": (2.0, 1.0, 1.0)}, "labels"),
+    ]
+
+
+def sample_scribbles():
+    """Nuclei with a few painted strokes: 1 = background, 2 = nucleus (0 = unlabelled)."""
+    image, labels = synthetic_nuclei((384, 384), seed=2)
+    rows = np.indices(labels.shape)[0]
+    inner = ndi.binary_erosion(labels > 0, iterations=3)
+    far = ~ndi.binary_dilation(labels > 0, iterations=4)
+    scribbles = np.zeros(labels.shape, np.uint8)
+    left = np.zeros(labels.shape, bool)
+    left[:, : labels.shape[1] // 2] = True
+    scribbles[inner & left & (rows % 4 == 0)] = 2
+    scribbles[far & left & (rows % 24 == 0)] = 1
+    return [
+        (image, {"name": "nuclei (scribbles)"}, "image"),
+        (scribbles, {"name": "scribbles"}, "labels"),
     ]

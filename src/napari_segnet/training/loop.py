@@ -57,6 +57,9 @@ class TrainingUpdate:
         Seconds since training started.
     fraction : float
         How far along the run is (0..1), from epochs or from ``max_time``.
+    model : SegNet or None
+        On ``"epoch"`` updates, the network being trained, for previews: read it
+        (``predict`` works on a private copy), do not change it.
     """
 
     kind: str
@@ -68,6 +71,7 @@ class TrainingUpdate:
     best_score: float | None
     elapsed: float
     fraction: float
+    model: Any = None
 
 
 def _object_diameter(labels_list: list[np.ndarray]) -> float | None:
@@ -360,6 +364,7 @@ def train(
                     None if best_score == -math.inf else best_score,
                     time.perf_counter() - t0,
                     fraction(),
+                    net if kind == "epoch" else None,
                 )
             )
 

@@ -1,0 +1,266 @@
+"""The Segment dock widget: an image layer through a model into output layers."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+from napari.qt.threading import thread_worker
+from napari.utils import progress as napari_progress
+
+from ..devices import available_devices
+from ..segment import segment
+from ._common import Job, JobError, layer_axes, model_choices, on_models_changed, put_layer, report
+from ._common import resolve_model as _resolve_model
+
+CONSOLE_HINT = (
+    "Console: import napari_segnet as ns\n"
+    "res = ns.segment(viewer.layers['img'].data, ns.load_model('nuclei'))"
+)
+
+
+class SegmentWidget(Container):
+    """Segment an image layer with a bundled, trained or saved model.
+
+    The console equivalent is two lines::
+
+        import napari_segnet as ns
+        res = ns.segment(viewer.layers["img"].data, ns.load_model("nuclei"))
+
+    or, keeping scale and names, ``ns.napari.segment_layer(viewer, "img", model)``.
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.image = create_widget(annotation="napari.layers.Image", label="image")
+        self.model = ComboBox(label="model", choices=model_choices())
+        self.model_file = FileEdit(label="model file", filter="*.segnet", visible=False)
+        self.device = ComboBox(label="device", choices=["auto", *available_devices()])
+        self.tile = SpinBox(label="tile size (0 = auto)", min=0, max=8192, step=16, value=0)
+        self.diameter = FloatSpinBox(label="diameter px (0 = model's)", min=0, max=1000, value=0)
+        self.out_prob = CheckBox(text="probabilities (image layer)", value=False)
+        self.out_sem = CheckBox(text="semantic labels", value=True)
+        self.out_inst = CheckBox(text="instance labels (when the model has them)", value=True)
+        self.current = CheckBox(text="current slice only (Z/T stacks)", value=False)
+        self.crf = CheckBox(text="refine with dense CRF", value=False)
+        self.crf_compat = FloatSpinBox(
+            label="CRF bilateral weight", value=10.0, min=0, max=100, visible=False
+        )
+        self.crf_srgb = FloatSpinBox(
+            label="CRF intensity width", value=13.0, min=0.1, max=255, visible=False
+        )
+        self.run_btn = PushButton(text="Segment")
+        self.cancel_btn = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.hint = Label(value=CONSOLE_HINT)
+        self.extend(
+            [
+                self.image,
+                self.model,
+                self.model_file,
+                self.device,
+                self.tile,
+                self.diameter,
+                self.out_prob,
+                self.out_sem,
+                self.out_inst,
+                self.current,
+                self.crf,
+                self.crf_compat,
+                self.crf_srgb,
+                self.run_btn,
+                self.cancel_btn,
+                self.status,
+                self.hint,
+            ]
+        )
+        self.model.changed.connect(self._model_changed)
+        self.crf.changed.connect(self._crf_changed)
+        self.run_btn.changed.connect(self.run)
+        self.cancel_btn.changed.connect(self.cancel)
+        on_models_changed(self._refresh_models)
+        self.job = Job()
+        self.busy = False  # True from start until results are shown
+
+    # ---------------------------------------------------------------- UI state
+    def _refresh_models(self) -> None:
+        current = self.model.value
+        self.model.choices = model_choices()
+        if current in self.model.choices:
+            self.model.value = current
+
+    def _model_changed(self, value) -> None:
+        self.model_file.visible = value == "from file..."
+
+    def _crf_changed(self, value) -> None:
+        self.crf_compat.visible = self.crf_srgb.visible = bool(value)
+
+    # ---------------------------------------------------------------- running
+    def _request(self):
+        layer = self.image.value
+        if layer is None:
+            raise ValueError("choose an image layer first")
+        model = _resolve_model(self.model.value, self.model_file.value)
+        data = layer.data[0] if layer.multiscale else layer.data
+        axes = layer_axes(layer)
+        index = None
+        if self.current.value and data.ndim - int(layer.rgb) > model.dims:
+            step = self.viewer.dims.current_step
+            n_lead = data.ndim - int(layer.rgb) - model.dims
+            # Leading dims of the layer map onto the viewer's last dims.
+            offset = self.viewer.dims.ndim - layer.ndim
+            index = tuple(
+                int(np.clip(step[offset + i], 0, data.shape[i] - 1)) for i in range(n_lead)
+            )
+            data = data[index]
+            axes = axes[n_lead:]
+        crf = (
+            {"bilateral_compat": self.crf_compat.value, "bilateral_srgb": self.crf_srgb.value}
+            if self.crf.value
+            else False
+        )
+        kwargs = {
+            "axes": axes,
+            "tile_size": self.tile.value or None,
+            "device": self.device.value,
+            "diameter": self.diameter.value or None,
+            "crf": crf,
+            "instances": None if self.out_inst.value else False,
+        }
+        return layer, model, data, index, kwargs
+
+    def run(self, *_):
+        if self.job.running:
+            return
+        try:
+            layer, model, data, index, kwargs = self._request()
+        except Exception as e:
+            report(e if not isinstance(e, ValueError) else _user_error(e))
+            return
+        job = Job()
+        self.job = job
+        name = f"{layer.name} [{self.model.value}]"
+
+        @thread_worker
+        def work():
+            # segment runs in a thread of its own and reports tiles through a queue, so
+            # the progress bar is only ever touched from the UI thread.
+            q: queue.Queue = queue.Queue()
+            box: dict = {}
+
+            def target():
+                try:
+                    box["result"] = segment(
+                        data,
+                        model,
+                        progress=lambda d, n: q.put((d, n)),
+                        cancel=job.cancel,
+                        **kwargs,
+                    )
+                except BaseException as e:
+                    box["error"] = e
+                finally:
+                    q.put(None)
+
+            threading.Thread(target=target, daemon=True).start()
+            while (item := q.get()) is not None:
+                yield item
+            if "error" in box:
+                raise JobError(box["error"])
+            return box["result"]
+
+        pbar = napari_progress(total=0, desc=f"Segmenting {layer.name}")
+
+        def tick(item):
+            pbar.total, pbar.n = item[1], item[0]
+            pbar.refresh()
+
+        worker = work(_ignore_errors=True)  # errors become notifications (report)
+        job.worker = worker
+        worker.yielded.connect(tick)
+        worker.returned.connect(lambda res: self._show(res, layer, name, index))
+        worker.errored.connect(report)
+        worker.finished.connect(pbar.close)
+        worker.finished.connect(self._finished)
+        self.run_btn.enabled = False
+        self.cancel_btn.enabled = True
+        self.status.value = "running..."
+        self.busy = True
+        worker.start()
+
+    def cancel(self, *_):
+        self.job.stop()
+        self.status.value = "cancelling..."
+
+    def _finished(self):
+        self.run_btn.enabled = True
+        self.cancel_btn.enabled = False
+        if self.status.value in ("running...", "cancelling..."):
+            self.status.value = "stopped"
+        self.busy = False
+
+    def _show(self, res, layer, name, index):
+        drop = 1 if layer.rgb else 0
+        kw = _placement(layer, index, drop)
+        if self.out_sem.value:
+            put_layer(
+                self.viewer, f"{name} semantic", _place(res.semantic, layer, index), "labels", **kw
+            )
+        if self.out_inst.value and res.instances is not None:
+            put_layer(
+                self.viewer,
+                f"{name} instances",
+                _place(res.instances, layer, index),
+                "labels",
+                **kw,
+            )
+        if self.out_prob.value:
+            prob = np.stack([_place(p, layer, index) for p in res.probabilities])
+            pkw = dict(kw)
+            for k in ("scale", "translate"):
+                pkw[k] = (1.0 if k == "scale" else 0.0, *kw[k])
+            if "axis_labels" in pkw:
+                pkw["axis_labels"] = ("class", *pkw["axis_labels"])
+            put_layer(self.viewer, f"{name} probabilities", prob, "image", colormap="magma", **pkw)
+        n = 0 if res.instances is None else int(np.asarray(res.instances).max())
+        self.status.value = f"done: {res.info['n_tiles']} tiles, {n} objects"
+
+
+def _user_error(e: Exception):
+    from ..errors import SegNetError
+
+    return SegNetError(str(e))
+
+
+def _place(arr, layer, index):
+    """A result for one slice goes into a full-size array (zeros elsewhere)."""
+    arr = np.asarray(arr)
+    if index is None:
+        return arr
+    shape = layer.data.shape[: layer.data.ndim - int(layer.rgb)]
+    full = np.zeros(shape, arr.dtype)
+    full[index] = arr
+    return full
+
+
+def _placement(layer, index, drop):
+    nd = layer.ndim
+    kw = {"scale": tuple(layer.scale)[:nd], "translate": tuple(layer.translate)[:nd]}
+    labels = getattr(layer, "axis_labels", None)
+    if labels is not None:
+        kw["axis_labels"] = tuple(labels)[:nd]
+    del index, drop
+    return kw
