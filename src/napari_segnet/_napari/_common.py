@@ -83,7 +83,10 @@ def put_layer(viewer, name: str, data, kind: str, like=None, **kwargs):
     """Update the layer called ``name`` or add it: re-runs replace, they do not pile up."""
     if like is not None:
         kwargs = {**layer_kwargs(like), **kwargs}
-    if name in viewer.layers and viewer.layers[name]._type_string == kind:
+    from napari.layers import Image, Labels
+
+    cls = {"image": Image, "labels": Labels}[kind]
+    if name in viewer.layers and isinstance(viewer.layers[name], cls):
         layer = viewer.layers[name]
         layer.data = data
         for k in ("scale", "translate"):
