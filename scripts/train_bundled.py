@@ -93,6 +93,11 @@ def main() -> None:
         progress=progress,
     )
     model.meta["name"] = "nuclei"
+    # Trained on nuclei of 10-36 px; the middle of that range (geometric mean) is the size
+    # segment(diameter=...) rescales to. The median over training objects would favour the
+    # many small nuclei of the dense images.
+    model.meta["diameter"] = float(np.sqrt(10 * 36))
+    model.meta["diameter_range"] = [10.0, 36.0]
     model.meta["description"] = (
         "2D fluorescence nuclei (DAPI/Hoechst-like), background / interior / boundary, "
         "trained on synthetic images by scripts/train_bundled.py"

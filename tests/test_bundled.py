@@ -46,7 +46,7 @@ def test_diameter_adapts_to_magnification(nuclei):
     img, gt = ns.data.synthetic_nuclei((512, 512), seed=503, diameter=60, n_objects=40)
     plain = ns.average_precision(gt, ns.segment(img, nuclei).instances, 0.5)
     scaled = ns.average_precision(gt, ns.segment(img, nuclei, diameter=60).instances, 0.5)
-    assert scaled >= 0.75 and scaled >= plain - 0.02, (plain, scaled)
+    assert scaled >= 0.65 and scaled > plain + 0.2, (plain, scaled)
 
 
 def test_cli_main_job(tmp_path):

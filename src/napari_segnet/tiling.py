@@ -254,7 +254,8 @@ class TileRunner:
         if precision not in ("float32", "bfloat16", "float16"):
             raise SegNetError("precision must be 'auto', 'float32', 'bfloat16' or 'float16'")
         self.precision = precision
-        self.channels_last = cuda and model.dims == 2
+        # Channels-last convolutions are faster on CUDA and also on the CPU (oneDNN).
+        self.channels_last = model.dims == 2
 
     def autocast(self):
         if self.precision == "float32":
@@ -272,10 +273,10 @@ class TileRunner:
         x = torch.from_numpy(batch)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
         else:
             x = x.to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
             with torch.inference_mode(), self.autocast():
                 logits = net(x)
@@ -422,7 +423,10 @@ def make_plan(
             "or a model with smaller dilation rates / pool_size"
         )
     if batch_size is None:
-        batch_size = int(np.clip(budget // max(tile_bytes * factor, 1), 1, 32))
+        # On the CPU one large tile at a time is fastest (batches only add memory
+        # traffic); accelerators get as many tiles as fit.
+        fit = int(np.clip(budget // max(tile_bytes * factor, 1), 1, 32))
+        batch_size = 1 if dev.type == "cpu" else fit
     if int(batch_size) < 1:
         raise SegNetError("batch_size must be at least 1")
     return Plan(layout, stats, tiles, core, int(min(batch_size, max(len(tiles), 1))), dev, pad)

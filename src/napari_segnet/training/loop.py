@@ -330,7 +330,7 @@ def train(
     # Optimiser on the device.
     cuda = dev.type == "cuda"
     net = net.to(dev)
-    if cuda and dims == 2:
+    if dims == 2:  # faster on CUDA and on the CPU (oneDNN)
         net = net.to(memory_format=torch.channels_last)
     opt_cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(net.parameters(), lr=lr, weight_decay=weight_decay if optimizer == "adamw" else 0)
@@ -386,7 +386,7 @@ def train(
                 for g in opt.param_groups:
                     g["lr"] = lr * _schedule(fraction())
                 xt = torch.from_numpy(x).to(dev, non_blocking=True)
-                if cuda and dims == 2:
+                if dims == 2:
                     xt = xt.contiguous(memory_format=torch.channels_last)
                 yt = torch.from_numpy(y).to(dev)
                 wt = torch.from_numpy(w).to(dev)
