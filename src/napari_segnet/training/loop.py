@@ -252,6 +252,11 @@ def train(
         raise SegNetError("optimizer must be 'adamw' or 'adam'")
     image_list, label_list = as_list(images), as_list(labels)
     label_list = [np.asarray(lab) for lab in label_list]
+    if not image_list or len(image_list) != len(label_list):
+        raise SegNetError(
+            f"{len(image_list)} images but {len(label_list)} label images: "
+            "give one label image per image"
+        )
     _check_classes(target, label_list)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
