@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -147,3 +148,33 @@ def as_array(data) -> np.ndarray:
     if isinstance(data, (list, tuple)):  # multiscale
         data = data[0]
     return data
+
+
+_DONE = object()
+
+
+def relay(fn: Callable[[Callable[[Any], None]], Any]):
+    """Run ``fn(emit)`` in a thread of its own; yield what it emits; return its result.
+
+    A generator body for napari's ``thread_worker``: the core reports progress through
+    ``emit`` from its thread, and the worker hands each item to the UI thread as
+    ``yielded``, so progress bars and layers are only touched there. Errors come out
+    as :class:`JobError` (superqt's workers swallow RuntimeErrors such as Cancelled).
+    """
+    q: queue.Queue = queue.Queue()
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(q.put)
+        except BaseException as e:  # handed to the worker below
+            box["error"] = e
+        finally:
+            q.put(_DONE)
+
+    threading.Thread(target=target, daemon=True).start()
+    while (item := q.get()) is not _DONE:
+        yield item
+    if "error" in box:
+        raise JobError(box["error"])
+    return box["result"]

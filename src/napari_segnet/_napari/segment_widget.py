@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
-
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -22,7 +19,7 @@ from napari.utils import progress as napari_progress
 
 from ..devices import available_devices
 from ..segment import segment
-from ._common import Job, JobError, layer_axes, model_choices, on_models_changed, put_layer, report
+from ._common import Job, layer_axes, model_choices, on_models_changed, put_layer, relay, report
 from ._common import resolve_model as _resolve_model
 
 CONSOLE_HINT = (
@@ -156,31 +153,17 @@ class SegmentWidget(Container):
 
         @thread_worker
         def work():
-            # segment runs in a thread of its own and reports tiles through a queue, so
-            # the progress bar is only ever touched from the UI thread.
-            q: queue.Queue = queue.Queue()
-            box: dict = {}
-
-            def target():
-                try:
-                    box["result"] = segment(
+            return (
+                yield from relay(
+                    lambda emit: segment(
                         data,
                         model,
-                        progress=lambda d, n: q.put((d, n)),
+                        progress=lambda d, n: emit((d, n)),
                         cancel=job.cancel,
                         **kwargs,
                     )
-                except BaseException as e:
-                    box["error"] = e
-                finally:
-                    q.put(None)
-
-            threading.Thread(target=target, daemon=True).start()
-            while (item := q.get()) is not None:
-                yield item
-            if "error" in box:
-                raise JobError(box["error"])
-            return box["result"]
+                )
+            )
 
         pbar = napari_progress(total=0, desc=f"Segmenting {layer.name}")
 
@@ -213,8 +196,7 @@ class SegmentWidget(Container):
         self.busy = False
 
     def _show(self, res, layer, name, index):
-        drop = 1 if layer.rgb else 0
-        kw = _placement(layer, index, drop)
+        kw = _placement(layer)
         if self.out_sem.value:
             put_layer(
                 self.viewer, f"{name} semantic", _place(res.semantic, layer, index), "labels", **kw
@@ -256,11 +238,11 @@ def _place(arr, layer, index):
     return full
 
 
-def _placement(layer, index, drop):
+def _placement(layer):
+    """Scale, translate and axis labels of the layer's non-channel axes."""
     nd = layer.ndim
     kw = {"scale": tuple(layer.scale)[:nd], "translate": tuple(layer.translate)[:nd]}
     labels = getattr(layer, "axis_labels", None)
     if labels is not None:
         kw["axis_labels"] = tuple(labels)[:nd]
-    del index, drop
     return kw

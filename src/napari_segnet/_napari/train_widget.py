@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
-
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -24,7 +21,7 @@ from ..devices import available_devices
 from ..models import save_model
 from ..tiling import predict
 from ..training import train
-from ._common import Job, JobError, add_session_model, as_array, layer_axes, put_layer, report
+from ._common import Job, add_session_model, as_array, layer_axes, put_layer, relay, report
 from .plot import CurvePlot
 
 
@@ -120,11 +117,7 @@ class TrainWidget(Container):
         current = self._current_slice(img_layer, image)
         self.plot.clear()
 
-        @thread_worker
-        def work():
-            q: queue.Queue = queue.Queue()
-            box: dict = {}
-
+        def run(emit):
             def progress(update):
                 item = {"update": update}
                 if preview and update.kind == "epoch" and update.model is not None:
@@ -135,24 +128,13 @@ class TrainWidget(Container):
                         item["preview"] = prob.argmax(0).astype(np.uint8)
                     except Exception:
                         pass
-                q.put(item)
+                emit(item)
 
-            def target():
-                try:
-                    box["model"] = train(
-                        image, labels, progress=progress, cancel=job.cancel, **kwargs
-                    )
-                except BaseException as e:
-                    box["error"] = e
-                finally:
-                    q.put(None)
+            return train(image, labels, progress=progress, cancel=job.cancel, **kwargs)
 
-            threading.Thread(target=target, daemon=True).start()
-            while (item := q.get()) is not None:
-                yield item
-            if "error" in box:
-                raise JobError(box["error"])
-            return box["model"]
+        @thread_worker
+        def work():
+            return (yield from relay(run))
 
         pbar = napari_progress(total=1000, desc="Training")
         worker = work(_ignore_errors=True)  # errors become notifications (report)
