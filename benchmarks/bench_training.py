@@ -19,9 +19,12 @@ from napari_segnet.training.loop import TRAIN_DEFAULTS, weighted_loss
 
 
 def patches_per_second(device: str, batch: int = 8, patch: int = 128, steps: int = 10) -> float:
+    # As the training loop runs it: channels-last memory for 2D.
     model = ns.build_model("unet", n_classes=3, **TRAIN_DEFAULTS["unet"]).to(device)
+    model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x = torch.randn(batch, 1, patch, patch, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 3, (batch, patch, patch), device=device)
     w = torch.ones(batch, patch, patch, device=device)
     for i in range(steps + 2):

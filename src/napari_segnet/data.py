@@ -8,7 +8,6 @@ from scipy import ndimage as ndi
 
 def _blob_mask(rng: np.random.Generator, radii: np.ndarray, irregular: float) -> np.ndarray:
     """A star-convex blob: an ellipse (ellipsoid) whose radius wobbles with angle."""
-    dims = len(radii)
     half = np.ceil(radii * (1 + irregular) + 1).astype(int)
     grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
     # Random rotation of the in-plane axes.
@@ -22,8 +21,6 @@ def _blob_mask(rng: np.random.Generator, radii: np.ndarray, irregular: float) ->
     wobble = np.zeros_like(ang)
     for k in range(2, 6):
         wobble += rng.normal(0, irregular / k) * np.cos(k * ang + rng.uniform(0, 2 * np.pi))
-    if dims == 3:
-        wobble *= 1.0
     return r <= 1.0 + wobble
 
 
