@@ -137,8 +137,8 @@ def test_group_norm_tiles_exactly(tmp_path):
         m(torch.randn(2, 1, 32, 32))
     m.eval()
     img = np.random.default_rng(1).random((70, 90), dtype=np.float32)
-    a = ns.predict(img, m, tile_size=16)
-    b = ns.predict(img, m, tile_size=512)
+    a = ns.predict(img, m, tile_size=16, device="cpu")
+    b = ns.predict(img, m, tile_size=512, device="cpu")
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 

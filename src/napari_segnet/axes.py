@@ -178,13 +178,23 @@ def read_region(
     index: list = [slice(None)] * len(layout.shape)
     for ax, i in zip(layout.outer, outer_index):
         index[ax] = i
-    takes = []
+    takes, pads = [], []
     for k, ax in enumerate(layout.spatial):
-        idx = mirror_index(np.arange(lo[k], hi[k]), layout.shape[ax]) - origin[k]
+        n = layout.shape[ax]
+        inner = min(hi[k], n) - max(lo[k], 0)
+        before, after = max(-lo[k], 0), max(hi[k] - n, 0)
+        if inner > max(before, after):
+            # One reflection at each end at most: a slice plus np.pad (one copy).
+            index[ax] = slice(max(lo[k], 0) - origin[k], min(hi[k], n) - origin[k])
+            takes.append(None)
+            pads.append((before, after))
+            continue
+        idx = mirror_index(np.arange(lo[k], hi[k]), n) - origin[k]
         a, b = int(idx.min()), int(idx.max()) + 1
         index[ax] = slice(a, b)
         rel = idx - a
         takes.append(None if np.array_equal(rel, np.arange(b - a)) else rel)
+        pads.append((0, 0))
     block = np.asarray(src[tuple(index)])
     # Remaining axes of the block are channel and spatial, in input order.
     remaining = [ax for ax in range(len(layout.shape)) if ax not in layout.outer]
@@ -195,4 +205,6 @@ def read_region(
     for k, t in enumerate(takes):
         if t is not None:
             block = np.take(block, t, axis=k + 1)
+    if any(p != (0, 0) for p in pads):
+        block = np.pad(block, [(0, 0), *pads], mode="reflect")
     return block

@@ -11,8 +11,10 @@ output. Each centre is written once, straight into the outputs.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +29,7 @@ from .axes import Layout, make_layout, read_region
 from .devices import resolve_device
 from .errors import Cancelled, SegNetError
 from .models.base import SegNet
-from .normalize import apply_normalization, normalization_stats, outer_positions
+from .normalize import normalization_stats, outer_positions
 
 Progress = Callable[[int, int], None] | None
 
@@ -240,16 +242,43 @@ class _TileTooLarge(Exception):
     pass
 
 
+def _host_tensor(block: np.ndarray) -> torch.Tensor:
+    """A raw block as a tensor without widening it on the host (less to copy to a GPU).
+
+    uint16, the usual microscopy type, travels as its int16 bit pattern and is widened
+    on the device (see :func:`_widen`); types torch lacks become float32 here.
+    """
+    if block.dtype == np.uint16:
+        return torch.from_numpy(block.view(np.int16))
+    if block.dtype in (np.uint32, np.uint64) or block.dtype.kind == "b":
+        return torch.from_numpy(block.astype(np.float32))
+    return torch.from_numpy(block)
+
+
+def _widen(x: torch.Tensor, uint16: bool) -> torch.Tensor:
+    if uint16:
+        return (x.to(torch.int32) & 0xFFFF).to(torch.float32)
+    return x.to(torch.float32)
+
+
 class TileRunner:
-    """Runs batches of tiles through a model and hands back the centres' probabilities."""
+    """Runs batches of raw tiles through a model and hands back the centres' probabilities.
+
+    Tiles travel to the device in their own dtype and are normalised there. On CUDA
+    a batch is only *launched* (copies and kernels queued, the result copied into
+    pinned host memory behind an event), so the host can write the previous batch
+    and read the next one while the GPU works; :meth:`collect` waits for it.
+    """
 
     def __init__(self, model: SegNet, device: torch.device, precision: str = "auto"):
         self.model = model
         self.device = device
-        cuda = device.type == "cuda"
+        self.cuda = device.type == "cuda"
         if precision == "auto":
             precision = (
-                ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if cuda else "float32"
+                ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+                if self.cuda
+                else "float32"
             )
         if precision not in ("float32", "bfloat16", "float16"):
             raise SegNetError("precision must be 'auto', 'float32', 'bfloat16' or 'float16'")
@@ -262,44 +291,75 @@ class TileRunner:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=getattr(torch, self.precision))
 
-    def forward(
+    def _input(self, batch: np.ndarray, stats: np.ndarray) -> torch.Tensor:
+        x = _host_tensor(batch)
+        if self.cuda:
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = _widen(x, batch.dtype == np.uint16)
+        st = torch.from_numpy(stats.astype(np.float32)).to(self.device)  # (B, C, 2)
+        shape = (*st.shape[:2],) + (1,) * (x.ndim - 2)
+        x = (x - st[..., 0].reshape(shape)) * st[..., 1].reshape(shape)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def launch(
         self,
         net: torch.nn.Module,
         batch: np.ndarray,
+        stats: np.ndarray,
         offsets: list[tuple[int, ...]],
         core: Sequence[int],
-    ) -> list[np.ndarray]:
-        """Probabilities of each tile's centre (at ``offsets`` inside its input)."""
-        x = torch.from_numpy(batch)
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        else:
-            x = x.to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    ) -> list:
+        """Queue one batch: raw ``(B, C, ...)`` tiles with ``(B, C, 2)`` normalisation.
+
+        Returns a handle for :meth:`collect`. CUDA out-of-memory halves the batch.
+        """
         try:
             with torch.inference_mode(), self.autocast():
-                logits = net(x)
-                out = []
+                logits = net(self._input(batch, stats))
+                crops = []
                 for i, off in enumerate(offsets):
                     crop = tuple(slice(o, o + c) for o, c in zip(off, core))
-                    out.append(torch.softmax(logits[(i, slice(None), *crop)].float(), dim=0))
-            return [p.cpu().numpy() for p in out]
+                    crops.append(torch.softmax(logits[(i, slice(None), *crop)].float(), dim=0))
+                prob = torch.stack(crops)
+                del logits
+            if not self.cuda:
+                return [(prob, None)]
+            host = torch.empty(prob.shape, dtype=prob.dtype, pin_memory=True)
+            host.copy_(prob, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            return [(host, done)]
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(batch) == 1:
                 raise _TileTooLarge() from None
-            half = len(batch) // 2
-            return self.forward(net, batch[:half], offsets[:half], core) + self.forward(
-                net, batch[half:], offsets[half:], core
+            h = len(batch) // 2
+            return self.launch(net, batch[:h], stats[:h], offsets[:h], core) + self.launch(
+                net, batch[h:], stats[h:], offsets[h:], core
             )
+
+    @staticmethod
+    def collect(handle: list) -> list[np.ndarray]:
+        """Wait for a launched batch; each tile's centre probabilities ``(C, *core)``."""
+        out = []
+        for prob, done in handle:
+            if done is not None:
+                done.synchronize()
+            out.extend(prob.numpy())
+        return out
+
+    def forward(self, net, batch, stats, offsets, core) -> list[np.ndarray]:
+        """Launch and collect one batch."""
+        return self.collect(self.launch(net, batch, stats, offsets, core))
 
 
 def run_tiles(
     model: SegNet,
     tiles: list[Tile],
     core: Sequence[int],
-    read: Callable[[Tile], np.ndarray],
+    read: Callable[[Tile], tuple[np.ndarray, np.ndarray]],
     write: Callable[[Tile, np.ndarray], None],
     *,
     device: torch.device,
@@ -308,7 +368,11 @@ def run_tiles(
     progress: Progress = None,
     cancel: threading.Event | None = None,
 ) -> None:
-    """Read, infer and write tiles batch by batch; the next batch is read while one runs.
+    """Read, infer and write tiles batch by batch, overlapping the three.
+
+    ``read`` gives a tile's raw ``(C, ...)`` input and its ``(C, 2)`` normalisation.
+    The next batch is read on a thread while one runs; on CUDA the previous batch is
+    written while the next one computes.
 
     Raises
     ------
@@ -323,29 +387,39 @@ def run_tiles(
     total = len(tiles)
     done = 0
 
-    def load(batch: list[Tile]) -> np.ndarray:
-        return np.stack([read(t) for t in batch])
+    def load(batch: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
+        parts = [read(t) for t in batch]
+        if len(parts) == 1:
+            return parts[0][0][None], parts[0][1][None]
+        return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
+
+    def finish(batch: list[Tile], handle: list) -> None:
+        nonlocal done
+        for t, p in zip(batch, runner.collect(handle)):
+            rel = tuple(slice(lo - s, hi - s) for lo, hi, s in zip(t.write_lo, t.write_hi, t.start))
+            write(t, p[(slice(None), *rel)])
+        done += len(batch)
+        if progress is not None:
+            progress(done, total)
 
     if progress is not None:
         progress(0, total)
+    in_flight = None
     with _eval_on(model, device, runner.channels_last) as net, ThreadPoolExecutor(1) as pool:
         pending = pool.submit(load, batches[0]) if batches else None
         for i, batch in enumerate(batches):
             if cancel is not None and cancel.is_set():
                 pending.cancel()
                 raise Cancelled(f"cancelled after {done} of {total} tiles")
-            x = pending.result()
+            x, stats = pending.result()
             pending = pool.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
             offsets = [tuple(a - b for a, b in zip(t.start, t.in_lo)) for t in batch]
-            prob = runner.forward(net, x, offsets, core)
-            for t, p in zip(batch, prob):
-                rel = tuple(
-                    slice(lo - s, hi - s) for lo, hi, s in zip(t.write_lo, t.write_hi, t.start)
-                )
-                write(t, p[(slice(None), *rel)])
-            done += len(batch)
-            if progress is not None:
-                progress(done, total)
+            handle = runner.launch(net, x, stats, offsets, core)
+            if in_flight is not None:
+                finish(*in_flight)
+            in_flight = (batch, handle)
+        if in_flight is not None:
+            finish(*in_flight)
 
 
 # ----------------------------------------------------------------------------- public
@@ -437,15 +511,16 @@ def stats_at(stats: np.ndarray, outer: tuple[int, ...]) -> np.ndarray:
 
 
 def tile_reader(src, plan: Plan, model: SegNet, origin=None, outer_offset=None):
-    """A function that reads one tile's input (mirrored past the border), normalised."""
+    """A function that reads one tile's raw input (mirrored past the border) and its
+    ``(C, 2)`` normalisation offsets and scales."""
 
-    def read(t: Tile) -> np.ndarray:
+    def read(t: Tile) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = t.in_lo, t.in_hi
         o = t.outer if outer_offset is None else tuple(a - b for a, b in zip(t.outer, outer_offset))
         block = read_region(src, plan.layout, o, lo, hi, origin)
         if block.dtype.kind == "f" and np.isnan(block).any():
             raise SegNetError("the image contains NaN values; replace them before segmenting")
-        return apply_normalization(block, stats_at(plan.stats, t.outer))
+        return block, stats_at(plan.stats, t.outer)
 
     return read
 
@@ -479,11 +554,12 @@ def run_plan(
     starts again (centres already written are simply written again, identically).
     """
     layout = plan.layout
+    assign = functools.partial(parallel_assign, probabilities)
 
     def write(t: Tile, p: np.ndarray) -> None:
         idx = out_index(layout, t)
         if probabilities is not None:
-            probabilities[(slice(None), *idx)] = p
+            assign((slice(None), *idx), p)
         if semantic is not None:
             semantic[idx] = p.argmax(0).astype(semantic.dtype, copy=False)
 
@@ -519,6 +595,30 @@ def run_plan(
                 shape=layout.spatial_shape,
             )
             plan.tiles, plan.core, plan.batch_size = tiles, core, 1
+
+
+_COPY_THREADS = min(8, os.cpu_count() or 1)
+_COPY_POOL = ThreadPoolExecutor(_COPY_THREADS) if _COPY_THREADS > 1 else None
+
+
+def parallel_assign(dst, index: tuple, src: np.ndarray) -> None:
+    """``dst[index] = src``, split over threads for large numpy outputs.
+
+    numpy releases the GIL while copying, and a GPU fills a tile faster than one
+    thread can copy it (and fault in the fresh output pages) on the host.
+    """
+    axis = int(np.argmax(src.shape))
+    if _COPY_POOL is None or not isinstance(dst, np.ndarray) or src.size < 2**22:
+        dst[index] = src
+        return
+    view = dst[index]
+    bounds = np.linspace(0, src.shape[axis], _COPY_THREADS + 1).astype(int)
+
+    def part(k: int) -> None:
+        sel = (slice(None),) * axis + (slice(bounds[k], bounds[k + 1]),)
+        view[sel] = src[sel]
+
+    list(_COPY_POOL.map(part, range(_COPY_THREADS)))
 
 
 def semantic_dtype(n_classes: int) -> np.dtype:
