@@ -137,3 +137,31 @@ def test_segment_with_crf(small_unet):
     expected = ns.refine_crf(img, plain.probabilities, n_iter=3, bilateral_compat=5.0)
     np.testing.assert_allclose(res.probabilities, expected, atol=1e-5)
     np.testing.assert_array_equal(res.semantic, expected.argmax(0))
+
+
+def test_lattice_chunks_give_the_same_filter(monkeypatch):
+    # The lattice is built chunk by chunk; the chunking must not change the result.
+    import torch
+
+    from napari_segnet import lattice
+
+    rng = np.random.default_rng(3)
+    feats = torch.from_numpy(rng.normal(0, 2, (5000, 5)).astype(np.float32))
+    values = torch.from_numpy(rng.random((5000, 3), dtype=np.float32))
+    whole = lattice.PermutohedralLattice(feats)
+    monkeypatch.setitem(lattice._CHUNK, "cpu", 700)
+    chunked = lattice.PermutohedralLattice(feats)
+    assert chunked.m == whole.m and len(chunked._splat) == 8
+    np.testing.assert_allclose(chunked.filter(values), whole.filter(values), rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_and_brute_force():
+    img, prob = _tiny(2)
+    params = (5, 3.0, 3.0, 5.0, 30.0, 10.0)
+    ref = brute_force_crf(img, prob, *params)
+    got = ns.refine_crf(img, prob, *params, device="cuda")
+    assert np.abs(got - ref).mean() < 0.02
+    img, coarse, _gt = _scene(2, (96, 128))
+    cpu = ns.refine_crf(img, coarse, device="cpu")
+    np.testing.assert_allclose(ns.refine_crf(img, coarse, device="cuda"), cpu, atol=1e-3)

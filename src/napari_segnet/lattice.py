@@ -19,7 +19,9 @@ import warnings
 
 import torch
 
-_CHUNK = 2**16  # points per chunk: its temporaries stay small enough to be reused
+# Points per chunk: on the CPU small enough that temporaries are reused from cache;
+# on a GPU large, as launches cost more than memory there.
+_CHUNK = {"cpu": 2**16, "cuda": 2**22}
 _TABLE_LIMIT = 2**20  # rank tuples tabulated at once (d = 5, RGB: 6**5 = 7776)
 
 
@@ -113,7 +115,8 @@ class PermutohedralLattice:
             table = (canon[:, tuples.flip(1)] * self._radix).sum(-1).T  # (d1**d, d1)
             digit = d1 ** torch.arange(d, device=dev)
         # Per chunk: codes of the d+1 corners of every point, sorted.
-        chunks = [(a, min(a + _CHUNK, n)) for a in range(0, n, _CHUNK)]
+        size = _CHUNK.get(dev.type, 2**20)
+        chunks = [(a, min(a + size, n)) for a in range(0, n, size)]
         parts = []
         for a, b in chunks:
             base, rank, bary = _simplex(f[a:b])
