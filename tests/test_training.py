@@ -76,6 +76,7 @@ def test_short_training_reaches_a_real_score():
         steps_per_epoch=12,
         seed=0,
         device="cpu",
+        pretrained=None,  # learning from scratch is what this test measures
     )
     assert model.meta["target"] == "instances" and model.meta["trained"]
     assert 10 < model.meta["diameter"] < 20
@@ -253,3 +254,24 @@ def test_inputs_not_modified():
     )
     np.testing.assert_array_equal(img, i0)
     np.testing.assert_array_equal(lab, l0)
+
+
+def test_instance_training_starts_from_the_bundled_model():
+    img, lab = _data(9, (96, 96))
+    nuclei = ns.load_model("nuclei")
+    kw = {"epochs": 1, "steps_per_epoch": 1, "patch_size": 64, "validation": 0, "device": "cpu"}
+    tuned = ns.train(img, lab, **kw)
+    assert tuned.config == nuclei.config
+    assert tuned.meta["training"]["fine_tuned_from"] == "nuclei"
+    assert tuned.meta["training"]["lr"] == 1e-3
+    # One small step: near the bundled weights, but trained.
+    diffs = [float((a - b).abs().max()) for a, b in zip(tuned.parameters(), nuclei.parameters())]
+    assert 0 < max(diffs) < 0.05
+    scratch = ns.train(img, lab, pretrained=None, **kw)
+    assert scratch.config != nuclei.config and scratch.meta["training"]["fine_tuned_from"] is None
+    small = ns.train(img, lab, model_options={"depth": 2, "width": 4}, **kw)
+    assert small.config["depth"] == 2  # an explicit architecture is never replaced
+    with pytest.raises(ns.SegNetError, match="1-channel 2D"):
+        ns.train(np.stack([img] * 3, -1), lab, axes="YXC", pretrained="nuclei", **kw)
+    with pytest.raises(ns.SegNetError, match="architecture of a pretrained"):
+        ns.train(img, lab, pretrained="nuclei", model_options={"depth": 2}, **kw)

@@ -148,6 +148,38 @@ def _score(model: SegNet, val, target: str, device) -> float:
     return float(np.nanmean(scores))
 
 
+def _pretrained(
+    pretrained: str | None,
+    model: str,
+    target: str,
+    dims: int,
+    channels: int,
+    model_options: dict | None,
+) -> SegNet | None:
+    """The bundled model to start training from, as a private copy, or None."""
+    if pretrained is None:
+        return None
+    if pretrained == "auto":
+        fits = model == "unet" and target == "instances" and dims == 2 and channels == 1
+        if not fits or model_options is not None:
+            return None
+        pretrained = "nuclei"
+    from ..models.zoo import load_model
+
+    if model_options is not None:
+        raise SegNetError("model_options cannot change the architecture of a pretrained model")
+    base = copy.deepcopy(load_model(pretrained)).cpu()
+    if base.dims != dims or base.in_channels != channels:
+        raise SegNetError(
+            f"the {pretrained!r} model takes {base.in_channels}-channel {base.dims}D images, "
+            f"not {channels}-channel {dims}D ones; use pretrained=None"
+        )
+    if target == "instances" and base.n_classes != 3:
+        raise SegNetError(f"the {pretrained!r} model does not predict instances")
+    base._pretrained = True
+    return base
+
+
 def train(
     images,
     labels,
@@ -168,7 +200,7 @@ def train(
     patch_size: int | tuple[int, ...] | None = None,
     batch_size: int | None = None,
     steps_per_epoch: int | None = None,
-    lr: float = 3e-3,
+    lr: float | None = None,
     weight_decay: float = 1e-4,
     optimizer: str = "adamw",
     validation: float = 0.15,
@@ -176,6 +208,7 @@ def train(
     augmentation: Augmentation | None = None,
     spacing=None,
     class_names: list[str] | None = None,
+    pretrained: str | None = "auto",
 ) -> SegNet:
     """Train (or fine-tune) a segmentation network on annotated images.
 
@@ -220,7 +253,8 @@ def train(
         Training patches (default 128 in 2D, 64 in 3D), patches per step (8 in 2D,
         2 in 3D) and steps per epoch (from the annotated area, 10 to 100).
     lr, weight_decay, optimizer : optional
-        Peak learning rate of the warm-up + cosine schedule; ``"adamw"`` or ``"adam"``.
+        Peak learning rate of the warm-up + cosine schedule (default 3e-3 from scratch,
+        1e-3 when fine-tuning); ``"adamw"`` or ``"adam"``.
     validation : float
         Fraction held out for validation (whole images when there are four or more,
         else a strip at the right of each image); 0 for none. The model with the best
@@ -235,6 +269,13 @@ def train(
         Pixel size per axis, for the weight map of anisotropic data.
     class_names : list of str, optional
         Names of the output classes, stored with the model.
+    pretrained : str or None
+        Start from the weights of a bundled model (transfer learning) instead of random
+        ones. ``"auto"``: instance training of single-channel 2D images with the default
+        architecture (``model="unet"``, no ``model_options``) starts from the bundled
+        ``"nuclei"`` model, which needs far less time and annotation to reach a good
+        score; everything else starts from scratch. A bundled model's name (see
+        :func:`available_models`) always starts from it; None never does.
 
     Returns
     -------
@@ -300,10 +341,16 @@ def train(
     if not pairs or sum(p.n_labelled for p in pairs) == 0:
         raise SegNetError("no labelled pixels in the annotations")
     if net is None:
+        net = _pretrained(pretrained, model, target, dims, channels, model_options)
+    if net is not None and lr is None:
+        lr = 1e-3  # fine-tuning: a gentler start keeps what the weights already know
+    if net is None:
         opts = {**TRAIN_DEFAULTS.get(model, {}), **(model_options or {})}
         net = build_model(
             model, dims=dims, in_channels=channels, n_classes=_n_classes(target, label_list), **opts
         )
+    lr = 3e-3 if lr is None else float(lr)
+    start = getattr(net, "source", None) if getattr(net, "_pretrained", False) else None
     d = net.divisor
     smallest = min(min(p.target.shape) for p in pairs)
     if smallest < d:
@@ -465,7 +512,7 @@ def train(
             "best_score": None if best_score == -math.inf or not val_pairs else best_score,
             "fine_tuned_from": getattr(model, "source", None)
             if isinstance(model, SegNet)
-            else None,
+            else start,
         },
     )
     net.history = history
