@@ -129,6 +129,7 @@ def test_train_widget_scribbles_preview_and_segment_list(make_napari_viewer, qtb
     t.labels.value = viewer.layers["scribbles"]
     t.target.value = "scribbles"
     t.net_depth.value, t.net_width.value, t.epochs.value = 2, 4, 2
+    t.pretrained.value = False
     before = viewer.layers["scribbles"].data.copy()
     t.start()
     _wait(qtbot, t, 120_000)
@@ -150,6 +151,7 @@ def test_train_widget_stop_keeps_a_model(make_napari_viewer, qtbot):
     _, t = viewer.window.add_plugin_dock_widget("napari-segnet", "Train")
     t.image.value, t.labels.value = viewer.layers["img"], viewer.layers["lab"]
     t.net_depth.value, t.net_width.value, t.epochs.value = 2, 4, 500
+    t.pretrained.value = False
     t.preview.value = False
     t.start()
     qtbot.waitUntil(lambda: len(t.plot.loss) >= 1, timeout=60_000)

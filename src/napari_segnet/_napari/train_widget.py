@@ -41,6 +41,8 @@ class TrainWidget(Container):
         self.arch = ComboBox(label="architecture", choices=["unet", "deconvnet", "dilated"])
         self.net_depth = SpinBox(label="depth", min=1, max=6, value=3)
         self.net_width = SpinBox(label="width", min=4, max=128, value=16)
+        # Instances of 1-channel 2D images: fine-tune the bundled nuclei model (see train).
+        self.pretrained = CheckBox(text="start from the bundled nuclei model", value=True)
         self.epochs = SpinBox(label="epochs (0 = time budget)", min=0, max=10000, value=0)
         self.minutes = FloatSpinBox(label="time budget (min)", min=0.1, max=1440, value=4.0)
         self.device = ComboBox(label="device", choices=["auto", *available_devices()])
@@ -58,6 +60,7 @@ class TrainWidget(Container):
                 self.arch,
                 self.net_depth,
                 self.net_width,
+                self.pretrained,
                 self.epochs,
                 self.minutes,
                 self.device,
@@ -110,7 +113,12 @@ class TrainWidget(Container):
             "device": self.device.value,
             "axes": axes,
             "model_options": {"depth": self.net_depth.value, "width": self.net_width.value},
+            "pretrained": None,
         }
+        if self.pretrained.value and self.arch.value == "unet":
+            # Depth and width come from the bundled model where it applies; otherwise
+            # train's "auto" falls back to a fresh network with the defaults.
+            kwargs.update(pretrained="auto", model_options=None)
         job = Job()
         self.job = job
         preview = self.preview.value
