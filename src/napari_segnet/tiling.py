@@ -350,10 +350,6 @@ class TileRunner:
             out.extend(prob.numpy())
         return out
 
-    def forward(self, net, batch, stats, offsets, core) -> list[np.ndarray]:
-        """Launch and collect one batch."""
-        return self.collect(self.launch(net, batch, stats, offsets, core))
-
 
 def run_tiles(
     model: SegNet,
