@@ -151,7 +151,7 @@ def test_lattice_chunks_give_the_same_filter(monkeypatch):
     whole = lattice.PermutohedralLattice(feats)
     monkeypatch.setitem(lattice._CHUNK, "cpu", 700)
     chunked = lattice.PermutohedralLattice(feats)
-    assert chunked.m == whole.m and len(chunked._splat) == 8
+    assert chunked.m == whole.m and len(chunked._chunks) == 8
     np.testing.assert_allclose(chunked.filter(values), whole.filter(values), rtol=1e-5)
 
 

@@ -48,35 +48,40 @@ def _elevate(f: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _simplex(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each point's enclosing simplex: remainder-0 corner (first d coordinates),
-    ranks ``(n, d+1)`` and barycentric weights ``(n, d+1)``."""
-    n, d = f.shape
-    d1 = d + 1
-    dev = f.device
-    elevated = _elevate(f)
-    # Closest remainder-0 point, and the rank of each coordinate's remainder
-    # (descending; ties by position, as a stable sort).
-    rd = torch.round(elevated / d1)
-    total = rd.sum(1, keepdim=True).long()
-    diff = elevated.sub_(rd * d1)
-    order = torch.sort(diff, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(d1, device=dev).expand(n, d1))
-    rank += total
-    # Wrap ranks into [0, d]: a point below (above) its simplex moves its
-    # remainder-0 point up (down) by d+1 in that coordinate.
+def _simplex(f: torch.Tensor, lift: torch.Tensor):
+    """Each point's enclosing simplex, in coordinate-major layout ``(d+1, n)``.
+
+    ``lift`` is ``_elevate`` as a ``(d+1, d)`` matrix divided by d+1. Returns the
+    remainder-0 corner's first d coordinates ``(d, n)`` (float, exact integers), the
+    ranks ``(d+1, n)`` (float, exact integers in [0, d]) and the barycentric weights
+    ``(d+1, n)``. Coordinate-major rows are contiguous, so the few-element
+    comparisons below run as whole-row operations instead of a sort per point.
+    """
+    d1 = lift.shape[0]
+    d = d1 - 1
+    elevated = lift @ f.T  # elevated / (d+1)
+    rd = torch.round(elevated)
+    diff = elevated.sub_(rd)
+    # Rank of each coordinate's remainder, descending, ties by position (a stable
+    # sort), counted pairwise; plus the coordinate sum, then wrapped into [0, d].
+    rank = rd.sum(0).expand(d1, -1).clone()
+    for j in range(1, d1):
+        for k in range(j):
+            ahead = (diff[k] >= diff[j]).float()
+            rank[j] += ahead
+            rank[k] += 1.0 - ahead
     wrapped = torch.remainder(rank, d1)
+    # A point below (above) its simplex moves its remainder-0 corner up (down) by
+    # d+1 in that coordinate.
     shift = wrapped - rank
-    diff -= shift
-    base = (rd[:, :d] * d1).long() + shift[:, :d]
+    v = diff.sub_(shift, alpha=1.0 / d1)
+    base = rd[:d].mul_(d1).add_(shift[:d])
     # Barycentric weights: v goes to position d - rank (a permutation), and each
     # weight is the difference of neighbouring positions.
-    v = diff.div_(d1)
-    at = torch.empty_like(v).scatter_(1, d - wrapped, v)
+    at = torch.empty_like(v).scatter_(0, (d - wrapped).long(), v)
     bary = torch.empty_like(v)
-    bary[:, 1:] = at[:, 1:] - at[:, :-1]
-    bary[:, 0] = at[:, 0] + 1.0 - at[:, d]
+    bary[1:] = at[1:] - at[:-1]
+    bary[0] = at[0] + 1.0 - at[d]
     return base, wrapped, bary
 
 
@@ -94,14 +99,15 @@ class PermutohedralLattice:
         dev = f.device
         self.n, self.d = n, d
         d1 = d + 1
-        # Key bounds from the features' bounding box (elevation is linear): every
-        # vertex key lies within d+1 of an elevated point, plus d for its corner.
+        # Key bounds from the features' bounding box (elevation is linear): a vertex
+        # key lies within 1.5(d+1) + d of an elevated point, and its neighbours a
+        # further d, so margins of 3(d+1) + d hold them all.
         lift = _elevate(torch.eye(d, device=dev))  # (d, d+1)
         fmin, fmax = f.min(0).values[:, None], f.max(0).values[:, None]
         emin = torch.minimum(lift * fmin, lift * fmax).sum(0)[:d]
         emax = torch.maximum(lift * fmin, lift * fmax).sum(0)[:d]
-        self._lo = (torch.floor(emin / d1).long() - 2) * d1 - d
-        self._hi = (torch.ceil(emax / d1).long() + 2) * d1 + d
+        self._lo = (torch.floor(emin / d1).long() - 3) * d1 - d
+        self._hi = (torch.ceil(emax / d1).long() + 3) * d1 + d
         span = self._hi - self._lo + 1
         if float(span.double().prod()) >= 2.0**62:
             raise ValueError("feature range too large for the lattice; scale the features")
@@ -113,93 +119,82 @@ class PermutohedralLattice:
         if d1**d <= _TABLE_LIMIT:
             tuples = torch.tensor(list(itertools.product(range(d1), repeat=d)), device=dev)
             table = (canon[:, tuples.flip(1)] * self._radix).sum(-1).T  # (d1**d, d1)
-            digit = d1 ** torch.arange(d, device=dev)
+            digit = (d1 ** torch.arange(d, device=dev)).float()
         # Per chunk: codes of the d+1 corners of every point, sorted.
+        lift_t = (lift.T / d1).contiguous()
         size = _CHUNK.get(dev.type, 2**20)
         chunks = [(a, min(a + size, n)) for a in range(0, n, size)]
         parts = []
         for a, b in chunks:
-            base, rank, bary = _simplex(f[a:b])
-            codes = self._encode(base)[:, None].expand(b - a, d1).clone()
+            base, rank, bary = _simplex(f[a:b], lift_t)
+            base = base.long().sub_(self._lo[:, None]).mul_(self._radix[:, None]).sum(0)
             if d1**d <= _TABLE_LIMIT:
-                codes += table[(rank[:, :d] * digit).sum(1)]
+                codes = table[(rank[:d] * digit[:, None]).sum(0).long()].add_(base[:, None])
             else:
+                codes = base[:, None].expand(b - a, d1).clone()
                 for j in range(d):
-                    codes += canon[:, rank[:, j]].T * self._radix[j]
+                    codes += canon[:, rank[j].long()].T * self._radix[j]
             del base, rank
-            parts.append((bary.reshape(-1), *_group(codes.reshape(-1).to(code_type))))
-        # All distinct vertices; each chunk's splatting matrix and slicing columns.
+            flat = bary.T.reshape(-1)
+            parts.append((flat, *_group(codes.reshape(-1).to(code_type))))
+        # All distinct vertices; each chunk's splatting and slicing matrices.
         vertex_codes = torch.unique(torch.cat([p[1] for p in parts]))
         self.vertex_codes = vertex_codes.long()
         self.m = len(vertex_codes)
-        self._splat, cols, weights = [], [], []
-        for (a, b), (flat, vc, counts, entry, local) in zip(chunks, parts):
+        self._chunks = []
+        for (a, b), (flat, vc, counts, entry, distinct) in zip(chunks, parts):
             ids = torch.searchsorted(vertex_codes, vc)
             per_vertex = torch.zeros(self.m + 1, dtype=torch.long, device=dev)
             per_vertex[ids + 1] = counts
             point = torch.div(entry, d1, rounding_mode="floor")
-            self._splat.append(
-                (a, b, _csr(per_vertex.cumsum(0), point, flat[entry], (self.m, b - a)))
-            )
-            cols.append(ids[local])
-            weights.append(flat)
+            splat = _csr(per_vertex.cumsum(0), point, flat.index_select(0, entry), (self.m, b - a))
+            # Each entry's vertex, back in point order (a scatter of the sorted order).
+            col = torch.empty_like(entry).scatter_(0, entry, ids.index_select(0, distinct))
+            crow = torch.arange(0, (b - a) * d1 + 1, d1, device=dev)
+            self._chunks.append((a, b, splat, _csr(crow, col, flat, (b - a, self.m))))
         del parts
-        crow = torch.arange(0, n * d1 + 1, d1, device=dev)
-        self._slice = _csr(crow, torch.cat(cols), torch.cat(weights), (n, self.m))
-        # Neighbours of every vertex along each lattice direction (0: none).
-        vkeys = self._decode(self.vertex_codes)
+        # Neighbours of every vertex along each lattice direction, as indices into a
+        # grid whose row 0 is zero (no vertex there). Encoding is linear, so a step
+        # moves every code by the same amount; the key bounds' margins keep every
+        # neighbour's key inside them, so codes never alias.
+        total = self._radix.sum()
         self.neighbours = []
         for k in range(d1):
-            step = torch.full((d,), -1, device=dev, dtype=torch.long)
-            if k < d:
-                step[k] = d
-            self.neighbours.append((self._find(vkeys + step), self._find(vkeys - step)))
+            delta = d1 * self._radix[k] - total if k < d else -total
+            self.neighbours.append(
+                (self._find(self.vertex_codes + delta), self._find(self.vertex_codes - delta))
+            )
 
-    def _encode(self, keys: torch.Tensor) -> torch.Tensor:
-        return ((keys - self._lo) * self._radix).sum(-1)
-
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        out = []
-        rest = codes
-        span = torch.cat(
-            [
-                self._radix[1:] // self._radix[:-1],
-                torch.ones(1, dtype=torch.long, device=codes.device),
-            ]
-        )
-        for k in range(self.d):
-            out.append(rest % span[k] if k < self.d - 1 else rest)
-            rest = rest // span[k]
-        return torch.stack(out, -1) + self._lo
-
-    def _find(self, keys: torch.Tensor) -> torch.Tensor:
-        """Index of each key among the vertices plus one (0 where there is no vertex)."""
-        inside = ((keys >= self._lo) & (keys <= self._hi)).all(-1)
-        codes = self._encode(keys)
-        pos = torch.searchsorted(self.vertex_codes, codes).clamp(max=self.m - 1)
-        found = inside & (self.vertex_codes[pos] == codes)
+    def _find(self, codes: torch.Tensor) -> torch.Tensor:
+        """Index of each code among the vertices plus one (0 where there is no vertex)."""
+        pos = torch.searchsorted(self.vertex_codes, codes).clamp_(max=self.m - 1)
+        found = self.vertex_codes.index_select(0, pos) == codes
         return torch.where(found, pos + 1, torch.zeros_like(pos))
 
-    def filter(self, values: torch.Tensor) -> torch.Tensor:
-        """Gaussian-filter ``(N, C)`` values in feature space."""
+    def filter(self, values: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Gaussian-filter ``(N, C)`` values in feature space (into ``out`` if given)."""
         c = values.shape[1]
         grid = torch.zeros(self.m + 1, c, device=values.device, dtype=values.dtype)
-        for a, b, splat in self._splat:
-            grid[1:] += splat @ values[a:b]
+        inner = grid[1:]
+        for a, b, splat, _ in self._chunks:
+            inner += splat @ values[a:b]
         for n1, n2 in self.neighbours:
-            blurred = grid[1:] + 0.5 * (grid[n1] + grid[n2])
-            grid = torch.cat([grid[:1], blurred])
-        return self._slice @ grid[1:]
+            blurred = grid.index_select(0, n1).add_(grid.index_select(0, n2)).mul_(0.5)
+            grid = torch.cat([grid[:1], blurred.add_(grid[1:])])
+        inner = grid[1:]
+        if out is None:
+            out = torch.empty(self.n, c, device=values.device, dtype=values.dtype)
+        for a, b, _, slice_ in self._chunks:
+            torch.mm(slice_, inner, out=out[a:b])
+        return out
 
 
 def _group(codes: torch.Tensor):
     """Sort one chunk's vertex codes: distinct codes, their counts, the sorting order,
-    and each entry's index among the distinct codes."""
+    and, in that order, each entry's index among the distinct codes."""
     sorted_codes, entry = torch.sort(codes)
     new = torch.ones(len(codes), dtype=torch.bool, device=codes.device)
     new[1:] = sorted_codes[1:] != sorted_codes[:-1]
     starts = torch.nonzero(new).squeeze(1)
     counts = torch.diff(starts, append=torch.tensor([len(codes)], device=codes.device))
-    local = torch.empty_like(entry)
-    local[entry] = torch.cumsum(new, 0) - 1
-    return sorted_codes[starts], counts, entry, local
+    return sorted_codes.index_select(0, starts), counts, entry, torch.cumsum(new, 0) - 1
