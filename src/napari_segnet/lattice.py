@@ -49,12 +49,12 @@ def _elevate(f: torch.Tensor) -> torch.Tensor:
 
 
 def _simplex(f: torch.Tensor, lift: torch.Tensor):
-    """Each point's enclosing simplex, in coordinate-major layout ``(d+1, n)``.
+    """Each point's enclosing simplex, computed in coordinate-major layout.
 
     ``lift`` is ``_elevate`` as a ``(d+1, d)`` matrix divided by d+1. Returns the
     remainder-0 corner's first d coordinates ``(d, n)`` (float, exact integers), the
     ranks ``(d+1, n)`` (float, exact integers in [0, d]) and the barycentric weights
-    ``(d+1, n)``. Coordinate-major rows are contiguous, so the few-element
+    ``(n, d+1)``. Coordinate-major rows are contiguous, so the few-element
     comparisons below run as whole-row operations instead of a sort per point.
     """
     d1 = lift.shape[0]
@@ -64,12 +64,14 @@ def _simplex(f: torch.Tensor, lift: torch.Tensor):
     diff = elevated.sub_(rd)
     # Rank of each coordinate's remainder, descending, ties by position (a stable
     # sort), counted pairwise; plus the coordinate sum, then wrapped into [0, d].
-    rank = rd.sum(0).expand(d1, -1).clone()
+    # Start as if every earlier coordinate ranked after every later one; each pair
+    # where the earlier one is ahead moves one rank from it to the later one.
+    rank = rd.sum(0) + torch.arange(d, -1, -1, device=f.device, dtype=f.dtype)[:, None]
     for j in range(1, d1):
         for k in range(j):
             ahead = (diff[k] >= diff[j]).float()
             rank[j] += ahead
-            rank[k] += 1.0 - ahead
+            rank[k] -= ahead
     wrapped = torch.remainder(rank, d1)
     # A point below (above) its simplex moves its remainder-0 corner up (down) by
     # d+1 in that coordinate.
@@ -78,10 +80,11 @@ def _simplex(f: torch.Tensor, lift: torch.Tensor):
     base = rd[:d].mul_(d1).add_(shift[:d])
     # Barycentric weights: v goes to position d - rank (a permutation), and each
     # weight is the difference of neighbouring positions.
-    at = torch.empty_like(v).scatter_(0, (d - wrapped).long(), v)
-    bary = torch.empty_like(v)
-    bary[1:] = at[1:] - at[:-1]
-    bary[0] = at[0] + 1.0 - at[d]
+    # (Point-major from here on: that is the layout slicing needs.)
+    at = v.new_empty(v.shape[::-1]).scatter_(1, (d - wrapped).T.long(), v.T)
+    bary = torch.empty_like(at)
+    bary[:, 1:] = at[:, 1:] - at[:, :-1]
+    bary[:, 0] = at[:, 0] + 1.0 - at[:, d]
     return base, wrapped, bary
 
 
@@ -135,7 +138,7 @@ class PermutohedralLattice:
                 for j in range(d):
                     codes += canon[:, rank[j].long()].T * self._radix[j]
             del base, rank
-            flat = bary.T.reshape(-1)
+            flat = bary.reshape(-1)
             parts.append((flat, *_group(codes.reshape(-1).to(code_type))))
         # All distinct vertices; each chunk's splatting and slicing matrices.
         vertex_codes = torch.unique(torch.cat([p[1] for p in parts]))
