@@ -14,7 +14,6 @@ point and vertex.
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import torch
@@ -120,7 +119,9 @@ class PermutohedralLattice:
         r = torch.arange(d1, device=dev)
         canon = torch.where(r[None, :] <= d - r[:, None], r[:, None], r[:, None] - d1)
         if d1**d <= _TABLE_LIMIT:
-            tuples = torch.tensor(list(itertools.product(range(d1), repeat=d)), device=dev)
+            # Every tuple of d ranks, the last rank varying fastest.
+            count = torch.arange(d1**d, device=dev)
+            tuples = torch.stack([count // d1 ** (d - 1 - j) % d1 for j in range(d)], 1)
             table = (canon[:, tuples.flip(1)] * self._radix).sum(-1).T  # (d1**d, d1)
             digit = (d1 ** torch.arange(d, device=dev)).float()
         # Per chunk: codes of the d+1 corners of every point, sorted.
