@@ -155,6 +155,23 @@ def test_lattice_chunks_give_the_same_filter(monkeypatch):
     np.testing.assert_allclose(chunked.filter(values), whole.filter(values), rtol=1e-5)
 
 
+def test_lattice_corner_table_and_loop_agree(monkeypatch):
+    # Corner codes come from a table of rank tuples where it is small, else from a
+    # loop over the ranks (many feature dimensions); both must build the same lattice.
+    import torch
+
+    from napari_segnet import lattice
+
+    rng = np.random.default_rng(4)
+    feats = torch.from_numpy(rng.normal(0, 2, (3000, 5)).astype(np.float32))
+    values = torch.from_numpy(rng.random((3000, 2), dtype=np.float32))
+    table = lattice.PermutohedralLattice(feats)
+    monkeypatch.setattr(lattice, "_TABLE_LIMIT", 0)
+    loop = lattice.PermutohedralLattice(feats)
+    assert torch.equal(loop.vertex_codes, table.vertex_codes)
+    np.testing.assert_allclose(loop.filter(values), table.filter(values), rtol=1e-6)
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu_and_brute_force():
     img, prob = _tiny(2)
