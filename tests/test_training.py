@@ -12,6 +12,11 @@ import napari_segnet as ns
 from napari_segnet.training.augment import Augmentation, augment
 from napari_segnet.training.loop import weighted_loss
 from napari_segnet.training.targets import IGNORE, instance_classes
+from napari_segnet.training.thresholds import (
+    FOREGROUND_THRESHOLDS,
+    INTERIOR_THRESHOLDS,
+    tune_instance_options,
+)
 
 
 def test_instance_classes_separate_touching_objects():
@@ -87,6 +92,47 @@ def test_short_training_reaches_a_real_score():
     assert res.instances is not None
     ap = ns.average_precision(gt, res.instances, 0.5)
     assert ap >= 0.6, ap
+    # Labelling thresholds were fitted on the validation strips and are what segment uses.
+    opts = model.meta["instance_options"]
+    assert model.meta["training"]["instance_options_tuned"]
+    assert opts["interior_threshold"] in INTERIOR_THRESHOLDS
+    assert opts["foreground_threshold"] in FOREGROUND_THRESHOLDS
+    expected = ns.label_instances(res.probabilities, mode="boundary", **opts)
+    np.testing.assert_array_equal(res.instances > 0, expected > 0)
+
+
+def _disc_probabilities(centres, radius, shape, value):
+    """Three-class maps with discs: interior ``value`` inside, boundary on the rim."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    prob = np.zeros((3, *shape), np.float32)
+    prob[0] = 1.0
+    for cy, cx in centres:
+        r = np.hypot(yy - cy, xx - cx)
+        inner, rim = r < radius - 1.5, (r >= radius - 1.5) & (r < radius)
+        prob[:, inner] = np.array([1 - value, value, 0.0])[:, None]
+        prob[:, rim] = np.array([1 - value, 0.0, value])[:, None]
+    return prob
+
+
+def test_thresholds_fitted_on_validation_drop_dim_false_objects():
+    shape = (96, 96)
+    objects = [(15, 15), (15, 50), (15, 80), (50, 15), (50, 80), (80, 15), (80, 50), (80, 80)]
+    gt = np.zeros(shape, np.int32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for i, (cy, cx) in enumerate(objects, 1):
+        gt[np.hypot(yy - cy, xx - cx) < 7] = i
+    confident = _disc_probabilities(objects, 7, shape, 0.95)
+    # Two dim blobs the network half-believes in, with no object in the annotation.
+    dim = _disc_probabilities([(50, 50), (35, 65)], 5, shape, 0.56)
+    prob = np.where(dim[0:1] < 1.0, dim, confident)
+    default = ns.label_instances(prob, mode="boundary")
+    assert ns.average_precision(gt, default, 0.5) == pytest.approx(8 / 10)
+    opts = tune_instance_options([prob], [gt])
+    assert opts["foreground_threshold"] > 0.56 or opts["interior_threshold"] > 0.56
+    tuned = ns.label_instances(prob, mode="boundary", **opts)
+    assert ns.average_precision(gt, tuned, 0.5) == 1.0
+    # Too few annotated objects to say anything: the model keeps its thresholds.
+    assert tune_instance_options([prob[:, :30, :30]], [gt[:30, :30]]) is None
 
 
 def test_scribbles_learn_from_one_half_only():

@@ -26,6 +26,7 @@ from ..tiling import predict
 from .augment import Augmentation
 from .data import PatchSampler, as_list, load_pairs, split_validation
 from .targets import IGNORE, INSTANCE_CLASSES, TARGETS, make_target
+from .thresholds import tune_instance_options
 
 # Defaults for a network built by ``train``: small enough to learn in minutes on a CPU.
 TRAIN_DEFAULTS = {
@@ -133,13 +134,16 @@ def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     return (ce * w).sum() / mask.sum().clamp(min=1)
 
 
-def _score(model: SegNet, val, target: str, device) -> float:
+def _val_probabilities(model: SegNet, val, device) -> list[np.ndarray]:
     net = copy.deepcopy(model).eval()
     net.meta["normalization"] = {"kind": "none"}  # validation images are normalised already
+    axes = "C" + ("ZYX" if model.dims == 3 else "YX")
+    return [predict(p.image, net, axes=axes, device=device) for p in val]
+
+
+def _score(model: SegNet, val, target: str, device) -> float:
     scores = []
-    for p in val:
-        axes = "C" + ("ZYX" if model.dims == 3 else "YX")
-        prob = predict(p.image, net, axes=axes, device=device)
+    for p, prob in zip(val, _val_probabilities(model, val, device)):
         if target == "instances":
             pred = label_instances(prob, mode="boundary", ndim=model.dims)
             scores.append(average_precision(p.labels, pred, 0.5))
@@ -281,7 +285,11 @@ def train(
     -------
     SegNet
         The trained model in eval mode, with ``history`` and ``meta`` (target,
-        classes, normalisation, typical object diameter, training settings).
+        classes, normalisation, typical object diameter, training settings). For
+        instances, ``meta["instance_options"]`` holds the seed and foreground
+        thresholds that labelled the validation data best
+        (:func:`~napari_segnet.training.thresholds.tune_instance_options`), which
+        ``segment`` then uses.
     """
     if target not in TARGETS:
         raise SegNetError(f"target must be one of {TARGETS}, not {target!r}")
@@ -478,6 +486,12 @@ def train(
     if best_state is not None:
         net.load_state_dict(best_state)
     net = net.to(memory_format=torch.contiguous_format).cpu().eval()
+    tuned = None
+    if target == "instances" and val_pairs and not (cancel is not None and cancel.is_set()):
+        probs = _val_probabilities(net, val_pairs, dev)
+        tuned = tune_instance_options(probs, [p.labels for p in val_pairs], dims)
+    if tuned is not None:
+        net.meta["instance_options"] = {**(net.meta.get("instance_options") or {}), **tuned}
     if target == "instances":
         names = INSTANCE_CLASSES
     elif class_names:
@@ -510,6 +524,7 @@ def train(
             "augmentation": asdict(aug),
             "best_epoch": best_epoch,
             "best_score": None if best_score == -math.inf or not val_pairs else best_score,
+            "instance_options_tuned": tuned is not None,
             "fine_tuned_from": getattr(model, "source", None)
             if isinstance(model, SegNet)
             else start,
