@@ -116,11 +116,7 @@ def load_pairs(
 def split_validation(
     pairs: list[Pair], fraction: float, patch: tuple[int, ...], rng: np.random.Generator
 ) -> tuple[list[Pair], list[Pair]]:
-    """Hold out whole pairs (four or more) or a strip at the end of each large-enough pair.
-
-    The strip is cut across the pair's longest axis, so it holds whole objects rather
-    than a thin sliver of cut ones.
-    """
+    """Hold out whole pairs (four or more) or a strip at the end of each wide-enough pair."""
     if fraction <= 0:
         return pairs, []
     if len(pairs) >= 4:
@@ -131,16 +127,13 @@ def split_validation(
         return train, val
     train, val = [], []
     for p in pairs:
-        spatial = p.target.shape[-len(patch) :]
-        axis = len(spatial) - 1 - int(np.argmax(spatial[::-1]))  # the last of the longest
-        size = spatial[axis]
-        cut = round(size * (1 - fraction))
-        if cut < patch[axis] or size - cut < 16:
+        width = p.target.shape[-1]
+        cut = round(width * (1 - fraction))
+        if cut < patch[-1] or width - cut < 16:
             train.append(p)
             continue
-        after = (slice(None),) * (len(spatial) - 1 - axis)
-        sl_a = (Ellipsis, slice(0, cut), *after)
-        sl_b = (Ellipsis, slice(cut, None), *after)
+        sl_a = (Ellipsis, slice(0, cut))
+        sl_b = (Ellipsis, slice(cut, None))
         train.append(Pair(p.image[sl_a], p.target[sl_a], p.weight[sl_a], p.labels[sl_a]))
         vp = Pair(p.image[sl_b], p.target[sl_b], p.weight[sl_b], p.labels[sl_b])
         if vp.n_labelled:

@@ -24,9 +24,9 @@ from ..metrics import average_precision, mean_iou
 from ..models import SegNet, build_model
 from ..tiling import predict
 from .augment import Augmentation
-from .data import PatchSampler, as_list, load_pairs, split_validation
+from .data import Pair, PatchSampler, as_list, load_pairs, split_validation
 from .targets import IGNORE, INSTANCE_CLASSES, TARGETS, make_target
-from .thresholds import tune_instance_options
+from .thresholds import MAX_PIXELS, tune_instance_options
 
 # Defaults for a network built by ``train``: small enough to learn in minutes on a CPU.
 TRAIN_DEFAULTS = {
@@ -141,6 +141,21 @@ def _val_probabilities(model: SegNet, val, device) -> list[np.ndarray]:
     return [predict(p.image, net, axes=axes, device=device) for p in val]
 
 
+def _limit_pixels(pairs: list[Pair], limit: int) -> list[Pair]:
+    """The first pairs, the last one cropped along its first axis, with at most
+    ``limit`` pixels."""
+    out, left = [], limit
+    for p in pairs:
+        if left <= 0:
+            break
+        if p.labels.size > left:
+            rows = max(1, left // int(np.prod(p.labels.shape[1:])))
+            p = Pair(p.image[:, :rows], p.target[:rows], p.weight[:rows], p.labels[:rows])
+        out.append(p)
+        left -= p.labels.size
+    return out
+
+
 def _score(model: SegNet, val, target: str, device) -> float:
     scores = []
     for p, prob in zip(val, _val_probabilities(model, val, device)):
@@ -234,7 +249,8 @@ def train(
     epochs : int, optional
         Number of epochs. With neither ``epochs`` nor ``max_time``: 50 epochs.
     max_time : float, optional
-        Stop after this many seconds (the learning-rate schedule follows the time).
+        Stop after this many seconds (the learning-rate schedule follows the time),
+        fitting of the instance thresholds included.
     w0, sigma : float
         Boundary weight map parameters.
     device : str
@@ -402,13 +418,16 @@ def train(
     step = 0
     epoch = 0
     stop = False
+    tune = target == "instances" and bool(val_pairs)
+    val_pixels = sum(p.labels.size for p in val_pairs)
+    budget = max_time
 
     def fraction() -> float:
         parts = []
         if epochs is not None:
             parts.append(step / (epochs * spe))
         if max_time is not None:
-            parts.append((time.perf_counter() - t0) / max_time)
+            parts.append((time.perf_counter() - t0) / budget)
         return min(max(parts), 1.0)
 
     def update(kind, loss, score=None):
@@ -438,7 +457,7 @@ def train(
                 if cancel is not None and cancel.is_set():
                     stop = True
                     break
-                if max_time is not None and time.perf_counter() - t0 >= max_time:
+                if max_time is not None and time.perf_counter() - t0 >= budget:
                     stop = True
                     break
                 x, y, w = pending.result()
@@ -463,7 +482,13 @@ def train(
                 update("step", losses[-1])
             if not losses:
                 break
+            t_val = time.perf_counter()
             score = _score(net, val_pairs, target, dev) if val_pairs else None
+            if tune and max_time is not None:
+                # Leave time for fitting the labelling thresholds after the loop: a
+                # prediction and about a dozen labellings of (at most) this data.
+                share = min(1.0, MAX_PIXELS / val_pixels)
+                budget = max_time - 12 * share * (time.perf_counter() - t_val)
             mean_loss = float(np.mean(losses))
             history["epoch"].append(epoch)
             history["loss"].append(mean_loss)
@@ -477,7 +502,7 @@ def train(
             update("epoch", mean_loss, score)
             if epochs is not None and epoch >= epochs:
                 stop = True
-            if max_time is not None and time.perf_counter() - t0 >= max_time:
+            if max_time is not None and time.perf_counter() - t0 >= budget:
                 stop = True
             if epoch - best_epoch >= patience:
                 stop = True
@@ -487,9 +512,10 @@ def train(
         net.load_state_dict(best_state)
     net = net.to(memory_format=torch.contiguous_format).cpu().eval()
     tuned = None
-    if target == "instances" and val_pairs and not (cancel is not None and cancel.is_set()):
-        probs = _val_probabilities(net, val_pairs, dev)
-        tuned = tune_instance_options(probs, [p.labels for p in val_pairs], dims)
+    if tune and not (cancel is not None and cancel.is_set()):
+        fit = _limit_pixels(val_pairs, MAX_PIXELS)
+        probs = _val_probabilities(net, fit, dev)
+        tuned = tune_instance_options(probs, [p.labels for p in fit], dims)
     if tuned is not None:
         net.meta["instance_options"] = {**(net.meta.get("instance_options") or {}), **tuned}
     if target == "instances":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +14,8 @@ INTERIOR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 FOREGROUND_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 # Fewer validation objects than this say too little to move the thresholds.
 MIN_OBJECTS = 8
+# Validation pixels used for the fit at most (the rest is left out), which bounds its time.
+MAX_PIXELS = 2**20
 _IOUS = np.arange(0.5, 0.95, 0.05)
 
 
@@ -23,13 +24,15 @@ def tune_instance_options(
 ) -> dict | None:
     """The seed and foreground thresholds that label validation data best.
 
-    Every pair of :data:`INTERIOR_THRESHOLDS` and :data:`FOREGROUND_THRESHOLDS` labels
-    each validation map with :func:`~napari_segnet.label_instances` (boundary mode); the
-    pair with the highest mean AP@0.5 wins, ties going to the higher AP averaged over
-    IoU 0.5-0.9 and then to the pair nearest 0.5/0.5. A network's confidence differs
-    from one dataset to the next (dim, unannotated objects are the usual false
-    positives), so thresholds fitted on held-out annotations transfer better than
-    fixed ones, as StarDist and Cellpose also fit theirs.
+    The foreground threshold is chosen first (from :data:`FOREGROUND_THRESHOLDS`, with
+    the seed threshold at 0.5), then the seed threshold (from
+    :data:`INTERIOR_THRESHOLDS`): each candidate labels every validation map with
+    :func:`~napari_segnet.label_instances` (boundary mode), the highest mean AP@0.5
+    wins, ties going to the higher AP averaged over IoU 0.5-0.9 and then to the value
+    nearest 0.5. A network's confidence differs from one dataset to the next (dim,
+    unannotated objects are the usual false positives), so thresholds fitted on
+    held-out annotations transfer better than fixed ones; StarDist and Cellpose fit
+    theirs the same way.
 
     Parameters
     ----------
@@ -49,8 +52,8 @@ def tune_instance_options(
     n_objects = sum(len(np.unique(lab)) - 1 for lab in labels)
     if n_objects < MIN_OBJECTS:
         return None
-    best, best_key = None, None
-    for interior, foreground in itertools.product(INTERIOR_THRESHOLDS, FOREGROUND_THRESHOLDS):
+
+    def key(interior: float, foreground: float) -> tuple[float, float]:
         aps = np.array(
             [
                 average_precision(
@@ -67,7 +70,11 @@ def tune_instance_options(
                 for prob, lab in zip(probabilities, labels)
             ]
         )
-        key = (aps[:, 0].mean(), aps.mean(), -abs(interior - 0.5) - abs(foreground - 0.5))
-        if best_key is None or key > best_key:
-            best, best_key = (interior, foreground), key
-    return {"interior_threshold": best[0], "foreground_threshold": best[1]}
+        return aps[:, 0].mean(), aps.mean()
+
+    def best(candidates: Sequence[float], score) -> float:
+        return max(candidates, key=lambda v: (*score(v), -abs(v - 0.5)))
+
+    foreground = best(FOREGROUND_THRESHOLDS, lambda v: key(0.5, v))
+    interior = best(INTERIOR_THRESHOLDS, lambda v: key(v, foreground))
+    return {"interior_threshold": interior, "foreground_threshold": foreground}
