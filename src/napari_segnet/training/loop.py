@@ -307,6 +307,7 @@ def train(
         (:func:`~napari_segnet.training.thresholds.tune_instance_options`), which
         ``segment`` then uses.
     """
+    t0 = time.perf_counter()  # max_time counts from the call, preparation included
     if target not in TARGETS:
         raise SegNetError(f"target must be one of {TARGETS}, not {target!r}")
     if epochs is not None and epochs < 1:
@@ -414,7 +415,6 @@ def train(
 
     history: dict[str, list] = {"epoch": [], "loss": [], "score": [], "lr": [], "time": []}
     best_score, best_state, best_epoch = -math.inf, None, 0
-    t0 = time.perf_counter()
     step = 0
     epoch = 0
     stop = False
