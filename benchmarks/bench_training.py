@@ -92,7 +92,10 @@ def main() -> None:
     zero = ns.segment(img[:, half:], ns.load_model("nuclei"), device=a.device).instances
     ap0 = ns.average_precision(lab[:, half:], zero, 0.5)
     print(f"bundled nuclei model without training: AP@0.5 {ap0:.3f}")
-    print("| training time | steps | AP@0.5 right half | AP@0.75 |\n|---|---:|---:|---:|")
+    print(
+        "| training time | steps | AP@0.5 right half | AP@0.75 | thresholds (seed / foreground) |"
+        "\n|---|---:|---:|---:|---|"
+    )
     for minutes in a.minutes:
         model = ns.train(
             img[:, :half],
@@ -106,8 +109,10 @@ def main() -> None:
         res = ns.segment(img[:, half:], model, device=a.device)
         gt = lab[:, half:]
         ap = ns.average_precision(gt, res.instances, [0.5, 0.75])
+        opts = model.meta.get("instance_options") or {}
         print(
-            f"| {minutes:g} min | {model.meta['training']['steps']} | {ap[0]:.3f} | {ap[1]:.3f} |",
+            f"| {minutes:g} min | {model.meta['training']['steps']} | {ap[0]:.3f} | {ap[1]:.3f} | "
+            f"{opts.get('interior_threshold', 0.5)} / {opts.get('foreground_threshold', 0.5)} |",
             flush=True,
         )
 
