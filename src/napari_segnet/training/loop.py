@@ -486,9 +486,11 @@ def train(
             score = _score(net, val_pairs, target, dev) if val_pairs else None
             if tune and max_time is not None:
                 # Leave time for fitting the labelling thresholds after the loop: a
-                # prediction and about a dozen labellings of (at most) this data.
+                # prediction and about a dozen labellings of (at most) this data; never
+                # more than half the time.
                 share = min(1.0, MAX_PIXELS / val_pixels)
-                budget = max_time - 12 * share * (time.perf_counter() - t_val)
+                reserve = 12 * share * (time.perf_counter() - t_val)
+                budget = max(max_time - reserve, 0.5 * max_time)
             mean_loss = float(np.mean(losses))
             history["epoch"].append(epoch)
             history["loss"].append(mean_loss)
