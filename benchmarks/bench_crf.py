@@ -31,6 +31,15 @@ PARAMS = {
 }
 
 
+def coarse_prediction(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Four-class probabilities from ``gt``, blurred (sigma: 1/64 of the longer side)
+    and noisy, as a coarse network output would be."""
+    onehot = np.stack([(gt == k).astype(np.float32) for k in range(4)])
+    coarse = np.stack([ndi.gaussian_filter(o, max(gt.shape) / 64) for o in onehot])
+    coarse = coarse + rng.uniform(0, 0.7, coarse.shape).astype(np.float32)
+    return (coarse / coarse.sum(0, keepdims=True)).astype(np.float32)
+
+
 def scene(shape, seed=0):
     """A photo-like RGB scene of four textured classes, and a coarse noisy prediction."""
     rng = np.random.default_rng(seed)
@@ -47,17 +56,12 @@ def scene(shape, seed=0):
     img = img * (1 + 0.25 * shade[..., None])
     texture = ndi.gaussian_filter(rng.normal(size=(h, w, 3)), (1.5, 1.5, 0)) * 30
     img = np.clip(img + texture + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
-    onehot = np.stack([(gt == k).astype(np.float32) for k in range(4)])
-    sigma = max(h, w) / 64
-    coarse = np.stack([ndi.gaussian_filter(o, sigma) for o in onehot])
-    coarse = coarse + rng.uniform(0, 0.7, coarse.shape).astype(np.float32)
-    coarse = (coarse / coarse.sum(0, keepdims=True)).astype(np.float32)
-    return img, coarse, gt
+    return img, coarse_prediction(gt, rng), gt
 
 
 def photo(name: str, seed: int = 0):
     """A real RGB photo from scikit-image, four colour-cluster classes as its reference
-    and a coarse noisy prediction of them (made as in :func:`scene`)."""
+    and a coarse noisy prediction of them."""
     from scipy.cluster.vq import kmeans2
     from skimage import data
 
@@ -66,11 +70,7 @@ def photo(name: str, seed: int = 0):
     pixels = img.reshape(-1, 3).astype(np.float64)
     _, cluster = kmeans2(pixels, 4, seed=seed, minit="++")
     gt = ndi.median_filter(cluster.reshape(h, w), 7)
-    rng = np.random.default_rng(seed)
-    onehot = np.stack([(gt == k).astype(np.float32) for k in range(4)])
-    coarse = np.stack([ndi.gaussian_filter(o, max(h, w) / 64) for o in onehot])
-    coarse = coarse + rng.uniform(0, 0.7, coarse.shape).astype(np.float32)
-    return img, (coarse / coarse.sum(0, keepdims=True)).astype(np.float32), gt
+    return img, coarse_prediction(gt, np.random.default_rng(seed)), gt
 
 
 def run_pydensecrf(img, prob, n_iter=5):

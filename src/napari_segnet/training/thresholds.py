@@ -31,8 +31,8 @@ def tune_instance_options(
     wins, ties going to the higher AP averaged over IoU 0.5-0.9 and then to the value
     nearest 0.5. A network's confidence differs from one dataset to the next (dim,
     unannotated objects are the usual false positives), so thresholds fitted on
-    held-out annotations transfer better than fixed ones; StarDist and Cellpose fit
-    theirs the same way.
+    held-out annotations transfer better than fixed ones (StarDist fits its
+    thresholds on validation data the same way).
 
     Parameters
     ----------
