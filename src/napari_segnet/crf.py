@@ -71,11 +71,19 @@ def _blurred_ones(spatial: tuple[int, ...], kernel: torch.Tensor) -> torch.Tenso
     return out.reshape(-1, 1)
 
 
-def _softmax_(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over the classes of ``(N, C)``, in place; spelled out, as torch's kernel
-    is slow for a short last axis on the CPU."""
-    x.sub_(x.amax(1, keepdim=True)).exp_()
-    return x.div_(x.sum(1, keepdim=True))
+def _normalised_exp(x: torch.Tensor, ones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``exp(x)`` in place and the reciprocal of its class sums ``(N, 1)``: the softmax
+    without its division, which the callers fold into their own products.
+
+    Every logit is at least log(UNARY_CLIP) (messages are non-negative), so unless
+    some logit is large, exp cannot overflow or vanish for a whole row and no
+    per-row maximum is needed. The sum is a matrix product, as reductions over a
+    short last axis are slow on the CPU.
+    """
+    if float(x.max()) > 60.0:
+        x.sub_(x.amax(1, keepdim=True))
+    x.exp_()
+    return x, torch.mm(x, ones).reciprocal_()
 
 
 def _check(image: np.ndarray, prob: np.ndarray, params: dict) -> None:
@@ -120,18 +128,25 @@ def _refine_one(img: np.ndarray, prob: np.ndarray, p: dict, dev: torch.device) -
     lattice = PermutohedralLattice(feats)
     del feats
     b_norm = lattice.filter(torch.ones(n, 1, device=dev)).clamp(min=1e-20).rsqrt()
-    # Messages weighted by compatibility: the weights fold into the outer normalisation.
-    g_out, b_out = p["gaussian_compat"] * g_norm, p["bilateral_compat"] * b_norm
+    # Messages weighted by compatibility (the weights fold into the outer
+    # normalisation), spelled out per class: products of equal shapes are several
+    # times faster than broadcasts over a short last axis.
+    g_out = (p["gaussian_compat"] * g_norm).expand(n, c).contiguous()
+    b_out = (p["bilateral_compat"] * b_norm).expand(n, c).contiguous()
     # Full-image buffers reused by every iteration: fresh allocations of this size
     # cost page faults that add up to a sizeable share of the time on the CPU.
-    q = _softmax_(unary.clone())
-    x, scaled, message = torch.empty_like(q), torch.empty_like(q), torch.empty_like(q)
+    ones = torch.ones(c, 1, device=dev)
+    x = unary.clone()
+    to_blur, to_filter, message = (torch.empty_like(x) for _ in range(3))
     for _ in range(int(p["n_iter"])):
-        torch.mul(q, g_norm, out=scaled)
-        torch.addcmul(unary, g_out, _blur(scaled, spatial, kern), out=x)
-        torch.mul(q, b_norm, out=scaled)
-        x.addcmul_(b_out, lattice.filter(scaled, out=message))
-        q, x = _softmax_(x), q
+        # q = e * inv_sum, normalised for each kernel.
+        e, inv_sum = _normalised_exp(x, ones)
+        torch.mul(e, inv_sum * g_norm, out=to_blur)
+        torch.mul(e, inv_sum.mul_(b_norm), out=to_filter)
+        torch.addcmul(unary, g_out, _blur(to_blur, spatial, kern), out=x)
+        x.addcmul_(b_out, lattice.filter(to_filter, out=message))
+    e, inv_sum = _normalised_exp(x, ones)
+    q = e.mul_(inv_sum)
     return q.T.reshape(c, *spatial).cpu().numpy()
 
 

@@ -10,6 +10,10 @@ vertex codes gives its distinct vertices and, in the same order, its splatting
 matrix. Splatting and slicing are then sparse matrix products (CSR), which run at
 memory speed on the CPU and on a GPU, instead of scattered additions over every
 point and vertex.
+
+Every chunk works in the same preallocated buffers and writes into arrays sized for
+all points once: on the CPU, fresh memory costs a page fault per 4 kB, which
+otherwise takes a large share of the build.
 """
 
 from __future__ import annotations
@@ -47,43 +51,68 @@ def _elevate(f: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _simplex(f: torch.Tensor, lift: torch.Tensor):
-    """Each point's enclosing simplex, computed in coordinate-major layout.
+class _Buffers:
+    """Named flat buffers, reused by every chunk (views of the size asked for)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._store: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
+        numel = 1
+        for s in shape:
+            numel *= s
+        buf = self._store.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = torch.empty(numel, dtype=dtype, device=self.device)
+            self._store[name] = buf
+        return buf[:numel].view(shape)
+
+
+def _simplex(f: torch.Tensor, lift: torch.Tensor, buf: _Buffers):
+    """Each point's enclosing simplex, in coordinate-major layout.
 
     ``lift`` is ``_elevate`` as a ``(d+1, d)`` matrix divided by d+1. Returns the
-    remainder-0 corner's first d coordinates ``(d, n)`` (float, exact integers), the
+    remainder-0 corner's first d coordinates divided by d+1 ``(d, n)`` (float, exact
+    integers), the
     ranks ``(d+1, n)`` (float, exact integers in [0, d]) and the barycentric weights
-    ``(n, d+1)``. Coordinate-major rows are contiguous, so the few-element
-    comparisons below run as whole-row operations instead of a sort per point.
+    ``(d+1, n)``, all in ``buf``'s buffers. Coordinate-major rows are contiguous, so
+    the few-element comparisons below run as whole-row operations instead of a sort
+    per point.
     """
     d1 = lift.shape[0]
     d = d1 - 1
-    elevated = lift @ f.T  # elevated / (d+1)
-    rd = torch.round(elevated)
+    n = f.shape[0]
+    elevated = torch.mm(lift, f.T, out=buf("elevated", (d1, n)))  # elevated / (d+1)
+    rd = torch.round(elevated, out=buf("rd", (d1, n)))
     diff = elevated.sub_(rd)
     # Rank of each coordinate's remainder, descending, ties by position (a stable
     # sort), counted pairwise; plus the coordinate sum, then wrapped into [0, d].
     # Start as if every earlier coordinate ranked after every later one; each pair
     # where the earlier one is ahead moves one rank from it to the later one.
-    rank = rd.sum(0) + torch.arange(d, -1, -1, device=f.device, dtype=f.dtype)[:, None]
+    rank = buf("rank", (d1, n))
+    torch.sum(rd, 0, out=rank[0])
+    rank[1:] = rank[0]
+    rank.add_(torch.arange(d, -1, -1, device=f.device, dtype=f.dtype)[:, None])
+    ahead = buf("ahead", (n,))
     for j in range(1, d1):
         for k in range(j):
-            ahead = (diff[k] >= diff[j]).float()
+            torch.ge(diff[k], diff[j], out=ahead)
             rank[j] += ahead
             rank[k] -= ahead
-    wrapped = torch.remainder(rank, d1)
+    wrapped = torch.remainder(rank, d1, out=buf("wrapped", (d1, n)))
     # A point below (above) its simplex moves its remainder-0 corner up (down) by
     # d+1 in that coordinate.
-    shift = wrapped - rank
+    shift = rank.neg_().add_(wrapped)
     v = diff.sub_(shift, alpha=1.0 / d1)
-    base = rd[:d].mul_(d1).add_(shift[:d])
+    base = rd[:d].add_(shift[:d].div(d1))
     # Barycentric weights: v goes to position d - rank (a permutation), and each
     # weight is the difference of neighbouring positions.
-    # (Point-major from here on: that is the layout slicing needs.)
-    at = v.new_empty(v.shape[::-1]).scatter_(1, (d - wrapped).T.long(), v.T)
-    bary = torch.empty_like(at)
-    bary[:, 1:] = at[:, 1:] - at[:, :-1]
-    bary[:, 0] = at[:, 0] + 1.0 - at[:, d]
+    position = buf("position", (d1, n), torch.long).copy_(wrapped).neg_().add_(d)
+    at = buf("at", (d1, n)).scatter_(0, position, v)
+    bary = buf("bary", (d1, n))
+    torch.sub(at[1:], at[:-1], out=bary[1:])
+    torch.sub(at[0], at[d], out=bary[0]).add_(1.0)
     return base, wrapped, bary
 
 
@@ -105,68 +134,126 @@ class PermutohedralLattice:
         # key lies within 1.5(d+1) + d of an elevated point, and its neighbours a
         # further d, so margins of 3(d+1) + d hold them all.
         lift = _elevate(torch.eye(d, device=dev))  # (d, d+1)
-        fmin, fmax = f.min(0).values[:, None], f.max(0).values[:, None]
+        fmin, fmax = torch.aminmax(f, dim=0)
+        fmin, fmax = fmin[:, None], fmax[:, None]
         emin = torch.minimum(lift * fmin, lift * fmax).sum(0)[:d]
         emax = torch.maximum(lift * fmin, lift * fmax).sum(0)[:d]
-        self._lo = (torch.floor(emin / d1).long() - 3) * d1 - d
-        self._hi = (torch.ceil(emax / d1).long() + 3) * d1 + d
-        span = self._hi - self._lo + 1
-        if float(span.double().prod()) >= 2.0**62:
+        # The coordinates of a lattice point are all congruent to one remainder r
+        # modulo d+1: key = (d+1) q + r. A vertex's code is r plus d+1 times q's
+        # mixed-radix number, which is about (d+1)**(d-1) times more compact than
+        # numbering the keys, and so fits 32 bits for images of common sizes.
+        self._qlo = torch.floor(emin / d1).long() - 4
+        qspan = torch.ceil(emax / d1).long() + 3 - self._qlo + 1
+        size_codes = d1 * float(qspan.double().prod())
+        if size_codes >= 2.0**62:
             raise ValueError("feature range too large for the lattice; scale the features")
-        self._radix = _radix(span)
-        code_type = torch.int32 if float(span.double().prod()) < 2.0**31 else torch.long
-        # Offset of corner k from a point's remainder-0 corner, per tuple of ranks.
+        code_type = torch.int32 if size_codes < 2.0**31 else torch.long
+        self._radix = _radix(qspan)
+        # Code offset of corner k (remainder k) from a point's remainder-0 corner, per
+        # tuple of ranks: in coordinate i, q drops by one where rank_i > d - k.
         r = torch.arange(d1, device=dev)
-        canon = torch.where(r[None, :] <= d - r[:, None], r[:, None], r[:, None] - d1)
-        if d1**d <= _TABLE_LIMIT:
-            # Every tuple of d ranks, the last rank varying fastest.
+        step = torch.where(r[None, :] <= d - r[:, None], 0, -1)  # (corner, rank)
+        tabulated = d1**d <= _TABLE_LIMIT
+        if tabulated:
+            # Every tuple of d ranks, the last rank varying fastest; one row per corner.
             count = torch.arange(d1**d, device=dev)
             tuples = torch.stack([count // d1 ** (d - 1 - j) % d1 for j in range(d)], 1)
-            table = (canon[:, tuples.flip(1)] * self._radix).sum(-1).T  # (d1**d, d1)
+            table = (step[:, tuples.flip(1)] * self._radix).sum(-1) * d1 + r[:, None]
+            table = table.to(code_type)  # (d1, d1**d)
             digit = (d1 ** torch.arange(d, device=dev)).float()
-        # Per chunk: codes of the d+1 corners of every point, sorted.
         lift_t = (lift.T / d1).contiguous()
         size = _CHUNK.get(dev.type, 2**20)
         chunks = [(a, min(a + size, n)) for a in range(0, n, size)]
-        parts = []
+        # Arrays for every point, filled chunk by chunk: the slicing matrix's weights
+        # (point-major) and column indices, the splatting matrix's weights and rows.
+        index_type = torch.int32 if n * d1 < 2**31 else torch.long
+        self._bary = torch.empty(n, d1, device=dev)
+        slice_col = torch.empty(n * d1, dtype=index_type, device=dev)
+        splat_col = torch.empty(n * d1, dtype=index_type, device=dev)
+        splat_val = torch.empty(n * d1, device=dev)
+        buf = _Buffers(dev)
+        found = []
         for a, b in chunks:
-            base, rank, bary = _simplex(f[a:b], lift_t)
-            base = base.long().sub_(self._lo[:, None]).mul_(self._radix[:, None]).sum(0)
-            if d1**d <= _TABLE_LIMIT:
-                codes = table[(rank[:d] * digit[:, None]).sum(0).long()].add_(base[:, None])
+            size_ab = b - a
+            base, rank, bary = _simplex(f[a:b], lift_t, buf)
+            key = buf("key", (d, size_ab), code_type)
+            key.copy_(base).sub_(self._qlo[:, None]).mul_(d1 * self._radix[:, None])
+            base_code = torch.sum(
+                key, 0, dtype=code_type, out=buf("base_code", (size_ab,), code_type)
+            )
+            # Vertex codes of every corner, corner-major: entry k * size + p.
+            codes = buf("codes", (d1, size_ab), code_type)
+            if tabulated:
+                tuple_index = torch.mv(rank[:d].T, digit).long()
+                for k in range(d1):
+                    torch.index_select(table[k], 0, tuple_index, out=codes[k])
             else:
-                codes = base[:, None].expand(b - a, d1).clone()
+                codes.copy_(r[:, None].expand(d1, size_ab))
                 for j in range(d):
-                    codes += canon[:, rank[j].long()].T * self._radix[j]
-            del base, rank
-            flat = bary.reshape(-1)
-            parts.append((flat, *_group(codes.reshape(-1).to(code_type))))
+                    codes += step[:, rank[j].long()] * (d1 * self._radix[j])
+            codes += base_code
+            sorted_codes = buf("sorted_codes", (d1 * size_ab,), code_type)
+            entry = buf("entry", (d1 * size_ab,), torch.long)
+            torch.sort(codes.view(-1), out=(sorted_codes, entry))
+            new = buf("new", (d1 * size_ab,), torch.bool)
+            new[0] = True
+            torch.ne(sorted_codes[1:], sorted_codes[:-1], out=new[1:])
+            starts = torch.nonzero(new).squeeze(1)
+            distinct = buf("distinct", (d1 * size_ab,), torch.long)
+            torch.cumsum(new, 0, out=distinct).sub_(1)
+            counts = torch.diff(starts, append=starts.new_tensor([d1 * size_ab]))
+            seg = slice(a * d1, b * d1)
+            # Splatting matrix, grouped by vertex: each entry's point and weight.
+            rows = splat_col[seg]
+            rows.copy_(entry)
+            if size_ab & (size_ab - 1) == 0:
+                rows.bitwise_and_(size_ab - 1)
+            else:
+                rows.remainder_(size_ab)
+            torch.index_select(bary.view(-1), 0, entry, out=splat_val[seg])
+            # Slicing matrix, point-major: each entry's vertex (as the chunk's own
+            # number for now) and weight.
+            local = buf("local", (d1, size_ab), torch.long)
+            local.view(-1).scatter_(0, entry, distinct)
+            slice_col[seg].view(size_ab, d1).copy_(local.T)
+            self._bary[a:b].copy_(bary.T)
+            found.append((sorted_codes.index_select(0, starts), counts))
+        del buf
         # All distinct vertices; each chunk's splatting and slicing matrices.
-        vertex_codes = torch.unique(torch.cat([p[1] for p in parts]))
-        self.vertex_codes = vertex_codes.long()
+        vertex_codes = torch.unique(torch.cat([codes for codes, _ in found]))
+        self.vertex_codes = vertex_codes
         self.m = len(vertex_codes)
         self._chunks = []
-        for (a, b), (flat, vc, counts, entry, distinct) in zip(chunks, parts):
-            ids = torch.searchsorted(vertex_codes, vc)
-            per_vertex = torch.zeros(self.m + 1, dtype=torch.long, device=dev)
-            per_vertex[ids + 1] = counts
-            point = torch.div(entry, d1, rounding_mode="floor")
-            splat = _csr(per_vertex.cumsum(0), point, flat.index_select(0, entry), (self.m, b - a))
-            # Each entry's vertex, back in point order (a scatter of the sorted order).
-            col = torch.empty_like(entry).scatter_(0, entry, ids.index_select(0, distinct))
-            crow = torch.arange(0, (b - a) * d1 + 1, d1, device=dev)
-            self._chunks.append((a, b, splat, _csr(crow, col, flat, (b - a, self.m))))
-        del parts
+        crow = torch.arange(0, size * d1 + 1, d1, dtype=index_type, device=dev)
+        for (a, b), (codes, counts) in zip(chunks, found):
+            ids = torch.searchsorted(vertex_codes, codes).to(index_type)
+            per_vertex = torch.zeros(self.m + 1, dtype=index_type, device=dev)
+            per_vertex[ids.long() + 1] = counts.to(index_type)
+            seg = slice(a * d1, b * d1)
+            splat = _csr(
+                per_vertex.cumsum(0, dtype=index_type), splat_col[seg], splat_val[seg],
+                (self.m, b - a),
+            )
+            cols = slice_col[seg]
+            cols.copy_(ids.index_select(0, cols))
+            slicing = _csr(crow[: b - a + 1], cols, self._bary[a:b].view(-1), (b - a, self.m))
+            self._chunks.append((a, b, splat, slicing))
         # Neighbours of every vertex along each lattice direction, as indices into a
-        # grid whose row 0 is zero (no vertex there). Encoding is linear, so a step
-        # moves every code by the same amount; the key bounds' margins keep every
-        # neighbour's key inside them, so codes never alias.
-        total = self._radix.sum()
+        # grid whose row 0 is zero (no vertex there). A step along direction k adds
+        # d+1 to key k and subtracts 1 from every key (its opposite, the reverse):
+        # the remainder moves down (up) by one, and q changes by a fixed amount,
+        # another where the remainder wraps around. The key bounds' margins keep
+        # every neighbour inside them, so codes never alias.
+        remainder = torch.remainder(self.vertex_codes, d1)
+        low, high = remainder == 0, remainder == d
+        total = int(self._radix.sum())
         self.neighbours = []
         for k in range(d1):
-            delta = d1 * self._radix[k] - total if k < d else -total
+            rk = int(self._radix[k]) if k < d else 0
+            down = torch.where(low, d - d1 * (total - rk), d1 * rk - 1).to(code_type)
+            up = torch.where(high, d1 * (total - rk) - d, 1 - d1 * rk).to(code_type)
             self.neighbours.append(
-                (self._find(self.vertex_codes + delta), self._find(self.vertex_codes - delta))
+                (self._find(self.vertex_codes + down), self._find(self.vertex_codes + up))
             )
 
     def _find(self, codes: torch.Tensor) -> torch.Tensor:
@@ -181,7 +268,7 @@ class PermutohedralLattice:
         grid = torch.zeros(self.m + 1, c, device=values.device, dtype=values.dtype)
         inner = grid[1:]
         for a, b, splat, _ in self._chunks:
-            inner += splat @ values[a:b]
+            inner.addmm_(splat, values[a:b])
         for n1, n2 in self.neighbours:
             blurred = grid.index_select(0, n1).add_(grid.index_select(0, n2)).mul_(0.5)
             grid = torch.cat([grid[:1], blurred.add_(grid[1:])])
@@ -191,14 +278,3 @@ class PermutohedralLattice:
         for a, b, _, slice_ in self._chunks:
             torch.mm(slice_, inner, out=out[a:b])
         return out
-
-
-def _group(codes: torch.Tensor):
-    """Sort one chunk's vertex codes: distinct codes, their counts, the sorting order,
-    and, in that order, each entry's index among the distinct codes."""
-    sorted_codes, entry = torch.sort(codes)
-    new = torch.ones(len(codes), dtype=torch.bool, device=codes.device)
-    new[1:] = sorted_codes[1:] != sorted_codes[:-1]
-    starts = torch.nonzero(new).squeeze(1)
-    counts = torch.diff(starts, append=torch.tensor([len(codes)], device=codes.device))
-    return sorted_codes.index_select(0, starts), counts, entry, torch.cumsum(new, 0) - 1
