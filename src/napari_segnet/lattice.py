@@ -231,7 +231,9 @@ class PermutohedralLattice:
             per_vertex[ids.long() + 1] = counts.to(index_type)
             seg = slice(a * d1, b * d1)
             splat = _csr(
-                per_vertex.cumsum(0, dtype=index_type), splat_col[seg], splat_val[seg],
+                per_vertex.cumsum(0, dtype=index_type),
+                splat_col[seg],
+                splat_val[seg],
                 (self.m, b - a),
             )
             cols = slice_col[seg]
