@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .buffers import empty
 from .devices import resolve_device
 from .errors import SegNetError
 from .lattice import PermutohedralLattice
@@ -36,26 +37,43 @@ def _gaussian_1d(sigma: float, device) -> torch.Tensor:
     return torch.exp(-(t * t) / (2 * sigma * sigma))
 
 
-def _blur(x: torch.Tensor, spatial: tuple[int, ...], kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian of ``(N, C)`` values on a grid of ``spatial`` shape; zeros outside.
+def _blur_rows(
+    x: torch.Tensor, spatial: tuple[int, ...], kernel: torch.Tensor, start: int, stop: int
+) -> torch.Tensor:
+    """Separable Gaussian of ``(N, C)`` values on a grid of ``spatial`` shape (zeros
+    outside), for the rows ``start:stop`` of the first axis only: ``(rows * rest, C)``.
 
-    ``(N, C)`` is the channels-last layout, in which oneDNN's depthwise convolutions
-    are several times faster than channels-first; it is also the lattice's layout.
+    Blurring a few rows at a time keeps the convolutions' outputs small (fresh large
+    arrays cost a page fault per 4 kB) and in cache. ``(N, C)`` is the channels-last
+    layout, in which oneDNN's depthwise convolutions are several times faster than
+    channels-first; it is also the lattice's layout.
     """
     c = x.shape[1]
     dims = len(spatial)
-    # A channels-last view with a proper batch stride (oneDNN's fast path needs it).
-    y = x.reshape(1, *spatial, c).movedim(-1, 1)
     r = (len(kernel) - 1) // 2
+    # Input rows that reach the output rows; zero padding only at the image's ends.
+    lo, hi = max(0, start - r), min(spatial[0], stop + r)
+    pad = max(r - (start - lo), r - (hi - stop))
+    rest = int(np.prod(spatial[1:]))
+    # A channels-last view with a proper batch stride (oneDNN's fast path needs it).
+    y = x[lo * rest : hi * rest].reshape(1, hi - lo, *spatial[1:], c).movedim(-1, 1)
     conv = {2: F.conv2d, 3: F.conv3d}[dims]
     for ax in range(dims):
         shape = [1, 1] + [1] * dims
         shape[2 + ax] = len(kernel)
-        pad = [0] * dims
-        pad[ax] = r
+        padding = [0] * dims
+        padding[ax] = pad if ax == 0 else r
         weight = kernel.reshape(shape).expand(c, *shape[1:]).contiguous()
-        y = conv(y, weight, padding=tuple(pad), groups=c)
+        y = conv(y, weight, padding=tuple(padding), groups=c)
+        if ax == 0:
+            first = start - lo + pad - r
+            y = y[:, :, first : first + stop - start]
     return y[0].movedim(0, -1).reshape(-1, c)
+
+
+def _blur(x: torch.Tensor, spatial: tuple[int, ...], kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian of ``(N, C)`` values on a grid of ``spatial`` shape; zeros outside."""
+    return _blur_rows(x, spatial, kernel, 0, spatial[0])
 
 
 def _blurred_ones(spatial: tuple[int, ...], kernel: torch.Tensor) -> torch.Tensor:
@@ -86,6 +104,59 @@ def _normalised_exp(x: torch.Tensor, ones: torch.Tensor) -> tuple[torch.Tensor, 
     return x, torch.mm(x, ones).reciprocal_()
 
 
+def _mean_field(
+    unary: torch.Tensor,
+    lattice: PermutohedralLattice,
+    kern: torch.Tensor,
+    spatial: tuple[int, ...],
+    p: dict,
+) -> torch.Tensor:
+    """``n_iter`` mean-field steps from ``unary`` ``(N, C)``; returns Q ``(N, C)``.
+
+    Each step runs chunk by chunk, so every pass over the pixels works on data that
+    is still in cache and no full-size temporaries are allocated: the softmax and
+    the splatting per lattice chunk, the lattice blur, then the Gaussian messages
+    per strip of rows and the bilateral ones per lattice chunk.
+    """
+    n, c = unary.shape
+    dev = unary.device
+    g_norm = _blurred_ones(spatial, kern).rsqrt()
+    b_norm = lattice.filter(torch.ones(n, 1, device=dev)).clamp_(min=1e-20).rsqrt_()
+    # Messages weighted by compatibility (the weights fold into the outer
+    # normalisation), spelled out per class: products of equal shapes are several
+    # times faster than broadcasts over a short last axis.
+    g_out = empty((n, c), device=dev).copy_((p["gaussian_compat"] * g_norm).expand(n, c))
+    b_out = empty((n, c), device=dev).copy_((p["bilateral_compat"] * b_norm).expand(n, c))
+    ones = torch.ones(c, 1, device=dev)
+    chunks = lattice.chunks
+    biggest = max(b - a for a, b in chunks)
+    rest = n // spatial[0]
+    rows = max(1, biggest // rest)
+    x = empty((n, c), device=dev).copy_(unary)
+    to_blur = empty((n, c), device=dev)
+    part = empty((biggest, c), device=dev)
+    for _ in range(int(p["n_iter"])):
+        grid = lattice.grid(c, x)
+        for i, (a, b) in enumerate(chunks):
+            # Q = e * inv_sum, normalised for each kernel.
+            e, inv_sum = _normalised_exp(x[a:b], ones)
+            torch.mul(e, inv_sum * g_norm[a:b], out=to_blur[a:b])
+            lattice.splat(i, torch.mul(e, inv_sum.mul_(b_norm[a:b]), out=part[: b - a]), grid)
+        grid = lattice.blur(grid)
+        for start in range(0, spatial[0], rows):
+            stop = min(start + rows, spatial[0])
+            a, b = start * rest, stop * rest
+            blurred = _blur_rows(to_blur, spatial, kern, start, stop)
+            torch.addcmul(unary[a:b], g_out[a:b], blurred, out=x[a:b])
+        for i, (a, b) in enumerate(chunks):
+            message = lattice.slice(i, grid, part[: b - a])
+            x[a:b].addcmul_(b_out[a:b], message)
+    for a, b in chunks:
+        e, inv_sum = _normalised_exp(x[a:b], ones)
+        e.mul_(inv_sum)
+    return x
+
+
 def _check(image: np.ndarray, prob: np.ndarray, params: dict) -> None:
     for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
         if not params[name] > 0:
@@ -113,41 +184,25 @@ def _refine_one(img: np.ndarray, prob: np.ndarray, p: dict, dev: torch.device) -
     c = prob.shape[0]
     n = int(np.prod(spatial))
     q0 = torch.from_numpy(np.ascontiguousarray(prob, np.float32)).to(dev).reshape(c, n).T
-    unary = torch.log(q0.clamp(min=UNARY_CLIP)).contiguous()
+    unary = torch.clamp(q0, min=UNARY_CLIP, out=empty((n, c), device=dev)).log_()
     # Gaussian (positions only): exact separable filtering.
     kern = _gaussian_1d(p["gaussian_sxy"], dev)
-    g_norm = _blurred_ones(spatial, kern).rsqrt()
     # Bilateral (positions and intensities): the permutohedral lattice.
-    inten = torch.from_numpy(intensity_scale(img)).to(dev).reshape(n, -1)
-    grids = torch.meshgrid(
-        *[torch.arange(s, device=dev, dtype=torch.float32) for s in spatial], indexing="ij"
-    )
-    pos = torch.stack([g.reshape(-1) for g in grids], 1)
-    feats = torch.cat([pos / p["bilateral_sxy"], inten / p["bilateral_srgb"]], 1)
-    del grids, pos, inten
+    inten = torch.from_numpy(intensity_scale(img).reshape(n, -1)).to(dev)
+    feats = empty((n, len(spatial) + inten.shape[1]), device=dev)
+    for ax, size in enumerate(spatial):
+        shape = [1] * len(spatial)
+        shape[ax] = size
+        line = torch.arange(size, device=dev, dtype=torch.float32) / p["bilateral_sxy"]
+        feats[:, ax].view(spatial).copy_(line.reshape(shape))
+    torch.div(inten, p["bilateral_srgb"], out=feats[:, len(spatial) :])
+    del inten
     lattice = PermutohedralLattice(feats)
     del feats
-    b_norm = lattice.filter(torch.ones(n, 1, device=dev)).clamp(min=1e-20).rsqrt()
-    # Messages weighted by compatibility (the weights fold into the outer
-    # normalisation), spelled out per class: products of equal shapes are several
-    # times faster than broadcasts over a short last axis.
-    g_out = (p["gaussian_compat"] * g_norm).expand(n, c).contiguous()
-    b_out = (p["bilateral_compat"] * b_norm).expand(n, c).contiguous()
-    # Full-image buffers reused by every iteration: fresh allocations of this size
-    # cost page faults that add up to a sizeable share of the time on the CPU.
-    ones = torch.ones(c, 1, device=dev)
-    x = unary.clone()
-    to_blur, to_filter, message = (torch.empty_like(x) for _ in range(3))
-    for _ in range(int(p["n_iter"])):
-        # q = e * inv_sum, normalised for each kernel.
-        e, inv_sum = _normalised_exp(x, ones)
-        torch.mul(e, inv_sum * g_norm, out=to_blur)
-        torch.mul(e, inv_sum.mul_(b_norm), out=to_filter)
-        torch.addcmul(unary, g_out, _blur(to_blur, spatial, kern), out=x)
-        x.addcmul_(b_out, lattice.filter(to_filter, out=message))
-    e, inv_sum = _normalised_exp(x, ones)
-    q = e.mul_(inv_sum)
-    return q.T.reshape(c, *spatial).cpu().numpy()
+    q = _mean_field(unary, lattice, kern, spatial, p)
+    out = np.empty((c, *spatial), np.float32)
+    torch.from_numpy(out).view(c, n).copy_(q.T)
+    return out
 
 
 def refine_crf(

@@ -22,6 +22,8 @@ import warnings
 
 import torch
 
+from .buffers import Buffers, empty
+
 # Points per chunk: on the CPU small enough that temporaries are reused from cache;
 # on a GPU large, as launches cost more than memory there.
 _CHUNK = {"cpu": 2**16, "cuda": 2**22}
@@ -51,25 +53,7 @@ def _elevate(f: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class _Buffers:
-    """Named flat buffers, reused by every chunk (views of the size asked for)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self._store: dict[str, torch.Tensor] = {}
-
-    def __call__(self, name: str, shape: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
-        numel = 1
-        for s in shape:
-            numel *= s
-        buf = self._store.get(name)
-        if buf is None or buf.numel() < numel or buf.dtype != dtype:
-            buf = torch.empty(numel, dtype=dtype, device=self.device)
-            self._store[name] = buf
-        return buf[:numel].view(shape)
-
-
-def _simplex(f: torch.Tensor, lift: torch.Tensor, buf: _Buffers):
+def _simplex(f: torch.Tensor, lift: torch.Tensor, buf: Buffers):
     """Each point's enclosing simplex, in coordinate-major layout.
 
     ``lift`` is ``_elevate`` as a ``(d+1, d)`` matrix divided by d+1. Returns the
@@ -167,17 +151,18 @@ class PermutohedralLattice:
         # Arrays for every point, filled chunk by chunk: the slicing matrix's weights
         # (point-major) and column indices, the splatting matrix's weights and rows.
         index_type = torch.int32 if n * d1 < 2**31 else torch.long
-        self._bary = torch.empty(n, d1, device=dev)
-        slice_col = torch.empty(n * d1, dtype=index_type, device=dev)
-        splat_col = torch.empty(n * d1, dtype=index_type, device=dev)
-        splat_val = torch.empty(n * d1, device=dev)
-        buf = _Buffers(dev)
+        self._bary = empty((n, d1), torch.float32, dev)
+        slice_col = empty((n * d1,), index_type, dev)
+        splat_col = empty((n * d1,), index_type, dev)
+        splat_val = empty((n * d1,), torch.float32, dev)
+        buf = Buffers(dev)
+        qlo, scale = self._qlo.to(code_type), (d1 * self._radix).to(code_type)
         found = []
         for a, b in chunks:
             size_ab = b - a
             base, rank, bary = _simplex(f[a:b], lift_t, buf)
             key = buf("key", (d, size_ab), code_type)
-            key.copy_(base).sub_(self._qlo[:, None]).mul_(d1 * self._radix[:, None])
+            key.copy_(base).sub_(qlo[:, None]).mul_(scale[:, None])
             base_code = torch.sum(
                 key, 0, dtype=code_type, out=buf("base_code", (size_ab,), code_type)
             )
@@ -264,19 +249,38 @@ class PermutohedralLattice:
         found = self.vertex_codes.index_select(0, pos) == codes
         return torch.where(found, pos + 1, torch.zeros_like(pos))
 
-    def filter(self, values: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Gaussian-filter ``(N, C)`` values in feature space (into ``out`` if given)."""
-        c = values.shape[1]
-        grid = torch.zeros(self.m + 1, c, device=values.device, dtype=values.dtype)
-        inner = grid[1:]
-        for a, b, splat, _ in self._chunks:
-            inner.addmm_(splat, values[a:b])
+    @property
+    def chunks(self) -> list[tuple[int, int]]:
+        """The point ranges ``(start, stop)`` that :meth:`splat` and :meth:`slice` take."""
+        return [(a, b) for a, b, _, _ in self._chunks]
+
+    def grid(self, channels: int, like: torch.Tensor) -> torch.Tensor:
+        """An empty grid of vertex values ``(M + 1, channels)``; row 0 stays zero."""
+        return torch.zeros(self.m + 1, channels, device=like.device, dtype=like.dtype)
+
+    def splat(self, index: int, values: torch.Tensor, grid: torch.Tensor) -> None:
+        """Add chunk ``index``'s values ``(stop - start, C)`` onto the grid's vertices."""
+        grid[1:].addmm_(self._chunks[index][2], values)
+
+    def blur(self, grid: torch.Tensor) -> torch.Tensor:
+        """The grid blurred along every lattice direction (a new grid)."""
         for n1, n2 in self.neighbours:
             blurred = grid.index_select(0, n1).add_(grid.index_select(0, n2)).mul_(0.5)
             grid = torch.cat([grid[:1], blurred.add_(grid[1:])])
-        inner = grid[1:]
+        return grid
+
+    def slice(self, index: int, grid: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Chunk ``index``'s filtered values from a blurred grid, into ``out``."""
+        return torch.mm(self._chunks[index][3], grid[1:], out=out)
+
+    def filter(self, values: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Gaussian-filter ``(N, C)`` values in feature space (into ``out`` if given)."""
+        grid = self.grid(values.shape[1], values)
+        for i, (a, b) in enumerate(self.chunks):
+            self.splat(i, values[a:b], grid)
+        grid = self.blur(grid)
         if out is None:
-            out = torch.empty(self.n, c, device=values.device, dtype=values.dtype)
-        for a, b, _, slice_ in self._chunks:
-            torch.mm(slice_, inner, out=out[a:b])
+            out = empty((self.n, values.shape[1]), values.dtype, values.device)
+        for i, (a, b) in enumerate(self.chunks):
+            self.slice(i, grid, out[a:b])
         return out
