@@ -155,54 +155,13 @@ class PermutohedralLattice:
         slice_col = empty((n * d1,), index_type, dev)
         splat_col = empty((n * d1,), index_type, dev)
         splat_val = empty((n * d1,), torch.float32, dev)
+        self._code_type, self._tabulated = code_type, tabulated
+        if tabulated:
+            self._table, self._digit = table, digit
+        self._step, self._lift_t = step, lift_t
+        arrays = (slice_col, splat_col, splat_val)
         buf = Buffers(dev)
-        qlo, scale = self._qlo.to(code_type), (d1 * self._radix).to(code_type)
-        found = []
-        for a, b in chunks:
-            size_ab = b - a
-            base, rank, bary = _simplex(f[a:b], lift_t, buf)
-            key = buf("key", (d, size_ab), code_type)
-            key.copy_(base).sub_(qlo[:, None]).mul_(scale[:, None])
-            base_code = torch.sum(
-                key, 0, dtype=code_type, out=buf("base_code", (size_ab,), code_type)
-            )
-            # Vertex codes of every corner, corner-major: entry k * size + p.
-            codes = buf("codes", (d1, size_ab), code_type)
-            if tabulated:
-                tuple_index = torch.mv(rank[:d].T, digit).long()
-                for k in range(d1):
-                    torch.index_select(table[k], 0, tuple_index, out=codes[k])
-            else:
-                codes.copy_(r[:, None].expand(d1, size_ab))
-                for j in range(d):
-                    codes += step[:, rank[j].long()] * (d1 * self._radix[j])
-            codes += base_code
-            sorted_codes = buf("sorted_codes", (d1 * size_ab,), code_type)
-            entry = buf("entry", (d1 * size_ab,), torch.long)
-            torch.sort(codes.view(-1), out=(sorted_codes, entry))
-            new = buf("new", (d1 * size_ab,), torch.bool)
-            new[0] = True
-            torch.ne(sorted_codes[1:], sorted_codes[:-1], out=new[1:])
-            starts = torch.nonzero(new).squeeze(1)
-            distinct = buf("distinct", (d1 * size_ab,), torch.long)
-            torch.cumsum(new, 0, out=distinct).sub_(1)
-            counts = torch.diff(starts, append=starts.new_tensor([d1 * size_ab]))
-            seg = slice(a * d1, b * d1)
-            # Splatting matrix, grouped by vertex: each entry's point and weight.
-            rows = splat_col[seg]
-            rows.copy_(entry)
-            if size_ab & (size_ab - 1) == 0:
-                rows.bitwise_and_(size_ab - 1)
-            else:
-                rows.remainder_(size_ab)
-            torch.index_select(bary.view(-1), 0, entry, out=splat_val[seg])
-            # Slicing matrix, point-major: each entry's vertex (as the chunk's own
-            # number for now) and weight.
-            local = buf("local", (d1, size_ab), torch.long)
-            local.view(-1).scatter_(0, entry, distinct)
-            slice_col[seg].view(size_ab, d1).copy_(local.T)
-            self._bary[a:b].copy_(bary.T)
-            found.append((sorted_codes.index_select(0, starts), counts))
+        found = [self._chunk(f, a, b, buf, arrays) for a, b in chunks]
         del buf
         # All distinct vertices; each chunk's splatting and slicing matrices.
         vertex_codes = torch.unique(torch.cat([codes for codes, _ in found]))
@@ -242,6 +201,55 @@ class PermutohedralLattice:
             self.neighbours.append(
                 (self._find(self.vertex_codes + down), self._find(self.vertex_codes + up))
             )
+
+    def _chunk(self, f, a, b, buf, arrays):
+        """Points ``a:b``: their simplices, their entries of the splatting and slicing
+        matrices (the slicing matrix's vertices numbered within the chunk for now),
+        and the chunk's distinct vertex codes with their entry counts."""
+        slice_col, splat_col, splat_val = arrays
+        d1, code_type = self.d + 1, self._code_type
+        size_ab = b - a
+        base, rank, bary = _simplex(f[a:b], self._lift_t, buf)
+        key = buf("key", (self.d, size_ab), code_type)
+        qlo, scale = self._qlo.to(code_type), (d1 * self._radix).to(code_type)
+        key.copy_(base).sub_(qlo[:, None]).mul_(scale[:, None])
+        base_code = torch.sum(key, 0, dtype=code_type, out=buf("base_code", (size_ab,), code_type))
+        # Vertex codes of every corner, corner-major: entry k * size + p.
+        codes = buf("codes", (d1, size_ab), code_type)
+        if self._tabulated:
+            tuple_index = torch.mv(rank[: self.d].T, self._digit).long()
+            for k in range(d1):
+                torch.index_select(self._table[k], 0, tuple_index, out=codes[k])
+        else:
+            codes.copy_(torch.arange(d1, device=f.device)[:, None].expand(d1, size_ab))
+            for j in range(self.d):
+                codes += self._step[:, rank[j].long()] * (d1 * self._radix[j])
+        codes += base_code
+        sorted_codes = buf("sorted_codes", (d1 * size_ab,), code_type)
+        entry = buf("entry", (d1 * size_ab,), torch.long)
+        torch.sort(codes.view(-1), out=(sorted_codes, entry))
+        new = buf("new", (d1 * size_ab,), torch.bool)
+        new[0] = True
+        torch.ne(sorted_codes[1:], sorted_codes[:-1], out=new[1:])
+        starts = torch.nonzero(new).squeeze(1)
+        distinct = buf("distinct", (d1 * size_ab,), torch.long)
+        torch.cumsum(new, 0, out=distinct).sub_(1)
+        counts = torch.diff(starts, append=starts.new_tensor([d1 * size_ab]))
+        seg = slice(a * d1, b * d1)
+        # Splatting matrix, grouped by vertex: each entry's point and weight.
+        rows = splat_col[seg]
+        rows.copy_(entry)
+        if size_ab & (size_ab - 1) == 0:
+            rows.bitwise_and_(size_ab - 1)
+        else:
+            rows.remainder_(size_ab)
+        torch.index_select(bary.view(-1), 0, entry, out=splat_val[seg])
+        # Slicing matrix, point-major: each entry's vertex and weight.
+        local = buf("local", (d1, size_ab), torch.long)
+        local.view(-1).scatter_(0, entry, distinct)
+        slice_col[seg].view(size_ab, d1).copy_(local.T)
+        self._bary[a:b].copy_(bary.T)
+        return sorted_codes.index_select(0, starts), counts
 
     def _find(self, codes: torch.Tensor) -> torch.Tensor:
         """Index of each code among the vertices plus one (0 where there is no vertex)."""
