@@ -12,6 +12,9 @@ from .errors import SegNetError
 from .lattice import PermutohedralLattice
 
 UNARY_CLIP = 1e-5  # as pydensecrf's unary_from_softmax
+# Pixels per strip of the Gaussian blur: few enough that the convolutions' outputs
+# come from reused memory, enough that each call has work to spread over the cores.
+_STRIP = 2**18
 
 
 def intensity_scale(image: np.ndarray) -> np.ndarray:
@@ -131,7 +134,7 @@ def _mean_field(
     chunks = lattice.chunks
     biggest = max(b - a for a, b in chunks)
     rest = n // spatial[0]
-    rows = max(1, biggest // rest)
+    rows = max(1, _STRIP // rest)
     x = empty((n, c), device=dev).copy_(unary)
     to_blur = empty((n, c), device=dev)
     part = empty((biggest, c), device=dev)

@@ -232,8 +232,8 @@ class PermutohedralLattice:
         new[0] = True
         torch.ne(sorted_codes[1:], sorted_codes[:-1], out=new[1:])
         starts = torch.nonzero(new).squeeze(1)
-        distinct = buf("distinct", (d1 * size_ab,), torch.long)
-        torch.cumsum(new, 0, out=distinct).sub_(1)
+        distinct = buf("distinct", (d1 * size_ab,), slice_col.dtype)
+        torch.cumsum(new, 0, dtype=slice_col.dtype, out=distinct).sub_(1)
         counts = torch.diff(starts, append=starts.new_tensor([d1 * size_ab]))
         seg = slice(a * d1, b * d1)
         # Splatting matrix, grouped by vertex: each entry's point and weight.
@@ -245,7 +245,7 @@ class PermutohedralLattice:
             rows.remainder_(size_ab)
         torch.index_select(bary.view(-1), 0, entry, out=splat_val[seg])
         # Slicing matrix, point-major: each entry's vertex and weight.
-        local = buf("local", (d1, size_ab), torch.long)
+        local = buf("local", (d1, size_ab), slice_col.dtype)
         local.view(-1).scatter_(0, entry, distinct)
         slice_col[seg].view(size_ab, d1).copy_(local.T)
         self._bary[a:b].copy_(bary.T)
