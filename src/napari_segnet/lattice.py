@@ -53,16 +53,16 @@ def _elevate(f: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _simplex(f: torch.Tensor, lift: torch.Tensor, buf: Buffers):
-    """Each point's enclosing simplex, in coordinate-major layout.
+def _simplex(f: torch.Tensor, lift: torch.Tensor, buf: Buffers, bary: torch.Tensor):
+    """Each point's enclosing simplex, computed in coordinate-major layout.
 
     ``lift`` is ``_elevate`` as a ``(d+1, d)`` matrix divided by d+1. Returns the
     remainder-0 corner's first d coordinates divided by d+1 ``(d, n)`` (float, exact
-    integers), the
-    ranks ``(d+1, n)`` (float, exact integers in [0, d]) and the barycentric weights
-    ``(d+1, n)``, all in ``buf``'s buffers. Coordinate-major rows are contiguous, so
-    the few-element comparisons below run as whole-row operations instead of a sort
-    per point.
+    integers) and the ranks ``(d+1, n)`` (float, exact integers in [0, d]), in
+    ``buf``'s buffers, and writes the barycentric weights into ``bary`` ``(n, d+1)``
+    (point-major, the layout slicing needs). Coordinate-major rows are contiguous,
+    so the few-element comparisons below run as whole-row operations instead of a
+    sort per point.
     """
     d1 = lift.shape[0]
     d = d1 - 1
@@ -93,11 +93,10 @@ def _simplex(f: torch.Tensor, lift: torch.Tensor, buf: Buffers):
     # Barycentric weights: v goes to position d - rank (a permutation), and each
     # weight is the difference of neighbouring positions.
     position = buf("position", (d1, n), torch.long).copy_(wrapped).neg_().add_(d)
-    at = buf("at", (d1, n)).scatter_(0, position, v)
-    bary = buf("bary", (d1, n))
-    torch.sub(at[1:], at[:-1], out=bary[1:])
-    torch.sub(at[0], at[d], out=bary[0]).add_(1.0)
-    return base, wrapped, bary
+    at = buf("at", (n, d1)).scatter_(1, position.T, v.T)
+    torch.sub(at[:, 1:], at[:, :-1], out=bary[:, 1:])
+    torch.sub(at[:, 0], at[:, d], out=bary[:, 0]).add_(1.0)
+    return base, wrapped
 
 
 class PermutohedralLattice:
@@ -209,7 +208,8 @@ class PermutohedralLattice:
         slice_col, splat_col, splat_val = arrays
         d1, code_type = self.d + 1, self._code_type
         size_ab = b - a
-        base, rank, bary = _simplex(f[a:b], self._lift_t, buf)
+        bary = self._bary[a:b]
+        base, rank = _simplex(f[a:b], self._lift_t, buf, bary)
         key = buf("key", (self.d, size_ab), code_type)
         qlo, scale = self._qlo.to(code_type), (d1 * self._radix).to(code_type)
         key.copy_(base).sub_(qlo[:, None]).mul_(scale[:, None])
@@ -236,19 +236,23 @@ class PermutohedralLattice:
         torch.cumsum(new, 0, dtype=slice_col.dtype, out=distinct).sub_(1)
         counts = torch.diff(starts, append=starts.new_tensor([d1 * size_ab]))
         seg = slice(a * d1, b * d1)
-        # Splatting matrix, grouped by vertex: each entry's point and weight.
+        # Each entry's point p and corner k, and its place p * (d+1) + k in the
+        # point-major arrays (shifts and masks where the chunk size allows).
         rows = splat_col[seg]
         rows.copy_(entry)
+        place = buf("place", (d1 * size_ab,), torch.long)
         if size_ab & (size_ab - 1) == 0:
             rows.bitwise_and_(size_ab - 1)
+            torch.bitwise_right_shift(entry, size_ab.bit_length() - 1, out=place)
         else:
             rows.remainder_(size_ab)
-        torch.index_select(bary.view(-1), 0, entry, out=splat_val[seg])
-        # Slicing matrix, point-major: each entry's vertex and weight.
-        local = buf("local", (d1, size_ab), slice_col.dtype)
-        local.view(-1).scatter_(0, entry, distinct)
-        slice_col[seg].view(size_ab, d1).copy_(local.T)
-        self._bary[a:b].copy_(bary.T)
+            torch.div(entry, size_ab, rounding_mode="floor", out=place)
+        place.add_(rows, alpha=d1)
+        # Splatting matrix, grouped by vertex: each entry's point (rows) and weight.
+        torch.index_select(bary.view(-1), 0, place, out=splat_val[seg])
+        # Slicing matrix, point-major: each entry's vertex (numbered within the chunk
+        # for now); its weights are the barycentric weights as they are.
+        slice_col[seg].scatter_(0, place, distinct)
         return sorted_codes.index_select(0, starts), counts
 
     def _find(self, codes: torch.Tensor) -> torch.Tensor:
