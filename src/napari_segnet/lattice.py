@@ -185,21 +185,22 @@ class PermutohedralLattice:
             self._chunks.append((a, b, splat, slicing))
         # Neighbours of every vertex along each lattice direction, as indices into a
         # grid whose row 0 is zero (no vertex there). A step along direction k adds
-        # d+1 to key k and subtracts 1 from every key (its opposite, the reverse):
-        # the remainder moves down (up) by one, and q changes by a fixed amount,
-        # another where the remainder wraps around. The key bounds' margins keep
-        # every neighbour inside them, so codes never alias.
-        remainder = torch.remainder(self.vertex_codes, d1)
-        low, high = remainder == 0, remainder == d
+        # d+1 to key k and subtracts 1 from every key: the remainder moves down by
+        # one, and q changes by a fixed amount, another where the remainder wraps
+        # around. The key bounds' margins keep every neighbour inside them, so codes
+        # never alias. The step back is the inverse map, so it comes from a scatter
+        # instead of a second search.
+        low = torch.remainder(self.vertex_codes, d1) == 0
         total = int(self._radix.sum())
+        rows = torch.arange(1, self.m + 1, device=dev)
         self.neighbours = []
         for k in range(d1):
             rk = int(self._radix[k]) if k < d else 0
             down = torch.where(low, d - d1 * (total - rk), d1 * rk - 1).to(code_type)
-            up = torch.where(high, d1 * (total - rk) - d, 1 - d1 * rk).to(code_type)
-            self.neighbours.append(
-                (self._find(self.vertex_codes + down), self._find(self.vertex_codes + up))
-            )
+            n1 = self._find(self.vertex_codes + down)
+            # Row 0 collects the vertices without a neighbour; it is dropped.
+            n2 = torch.zeros(self.m + 1, dtype=n1.dtype, device=dev).scatter_(0, n1, rows)
+            self.neighbours.append((n1, n2[1:]))
 
     def _chunk(self, f, a, b, buf, arrays):
         """Points ``a:b``: their simplices, their entries of the splatting and slicing
