@@ -172,6 +172,71 @@ def test_lattice_corner_table_and_loop_agree(monkeypatch):
     np.testing.assert_allclose(loop.filter(values), table.filter(values), rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(37, 23), (9, 14, 11)])
+@pytest.mark.parametrize("rows", [1, 5, 13, 100])
+def test_gaussian_strips_match_scipy(shape, rows):
+    # The Gaussian messages are blurred a strip of rows at a time; every strip size
+    # (also thinner than the kernel's radius) must give the zero-padded Gaussian.
+    import torch
+    from scipy import ndimage as ndi
+
+    from napari_segnet import crf
+
+    rng = np.random.default_rng(5)
+    values = rng.random((*shape, 3), dtype=np.float32)
+    kern = crf._gaussian_1d(2.0, "cpu")
+    expected = values.astype(np.float64)
+    for ax in range(len(shape)):
+        expected = ndi.correlate1d(expected, kern.double().numpy(), axis=ax, mode="constant")
+    x = torch.from_numpy(values.reshape(-1, 3))
+    rest = int(np.prod(shape[1:]))
+    got = torch.empty_like(x)
+    for start in range(0, shape[0], rows):
+        stop = min(start + rows, shape[0])
+        got[start * rest : stop * rest] = crf._blur_rows(x, shape, kern, start, stop)
+    np.testing.assert_allclose(got.numpy().reshape(values.shape), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_strips_and_chunks_do_not_change_the_refinement(monkeypatch):
+    from napari_segnet import crf, lattice
+
+    img, coarse, _gt = _scene(3, (70, 90))
+    whole = ns.refine_crf(img, coarse, device="cpu")
+    monkeypatch.setattr(crf, "_STRIP", 300)
+    monkeypatch.setitem(lattice._CHUNK, "cpu", 1024)
+    np.testing.assert_allclose(ns.refine_crf(img, coarse, device="cpu"), whole, atol=1e-5)
+
+
+def test_large_compatibilities_stay_finite():
+    # Large weights give large logits: the softmax must then subtract each pixel's
+    # maximum instead of taking exp directly.
+    img, prob = _tiny(4)
+    params = (5, 3.0, 40.0, 5.0, 30.0, 200.0)
+    got = ns.refine_crf(img, prob, *params, device="cpu")
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got.sum(0), 1, atol=1e-5)
+    ref = brute_force_crf(img, prob, *params)
+    assert (got.argmax(0) == ref.argmax(0)).mean() > 0.97
+
+
+def test_lattice_64bit_codes_match_32bit(monkeypatch):
+    # Vertex codes are 32-bit where the features' range allows, else 64-bit; both
+    # must number the same vertices and filter alike.
+    import torch
+
+    from napari_segnet import lattice
+
+    rng = np.random.default_rng(6)
+    feats = torch.from_numpy(rng.normal(0, 2, (4000, 5)).astype(np.float32))
+    values = torch.from_numpy(rng.random((4000, 2), dtype=np.float32))
+    short = lattice.PermutohedralLattice(feats)
+    monkeypatch.setattr(lattice, "_CODE32_LIMIT", 0)
+    long = lattice.PermutohedralLattice(feats)
+    assert short.vertex_codes.dtype == torch.int32 and long.vertex_codes.dtype == torch.int64
+    assert torch.equal(long.vertex_codes, short.vertex_codes.long())
+    np.testing.assert_allclose(long.filter(values), short.filter(values), rtol=1e-6)
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu_and_brute_force():
     img, prob = _tiny(2)

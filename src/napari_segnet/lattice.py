@@ -28,6 +28,7 @@ from .buffers import Buffers, empty
 # on a GPU large, as launches cost more than memory there.
 _CHUNK = {"cpu": 2**16, "cuda": 2**22}
 _TABLE_LIMIT = 2**20  # rank tuples tabulated at once (d = 5, RGB: 6**5 = 7776)
+_CODE32_LIMIT = 2**31  # vertex codes below this are 32-bit (faster to sort and search)
 
 
 def _radix(span: torch.Tensor) -> torch.Tensor:
@@ -130,7 +131,7 @@ class PermutohedralLattice:
         size_codes = d1 * float(qspan.double().prod())
         if size_codes >= 2.0**62:
             raise ValueError("feature range too large for the lattice; scale the features")
-        code_type = torch.int32 if size_codes < 2.0**31 else torch.long
+        code_type = torch.int32 if size_codes < _CODE32_LIMIT else torch.long
         self._radix = _radix(qspan)
         # Code offset of corner k (remainder k) from a point's remainder-0 corner, per
         # tuple of ranks: in coordinate i, q drops by one where rank_i > d - k.
