@@ -85,18 +85,21 @@ def _simplex(f: torch.Tensor, lift: torch.Tensor, buf: Buffers, bary: torch.Tens
             torch.ge(diff[k], diff[j], out=ahead)
             rank[j] += ahead
             rank[k] -= ahead
-    wrapped = torch.remainder(rank, d1, out=buf("wrapped", (d1, n)))
+    # The coordinate sum lies within ±(d+1)/2, so one wrap each way suffices.
+    shift = torch.lt(rank, 0, out=buf("shift", (d1, n)))
+    shift.sub_(torch.gt(rank, d, out=buf("over", (d1, n)))).mul_(d1)
+    wrapped = rank.add_(shift)
     # A point below (above) its simplex moves its remainder-0 corner up (down) by
     # d+1 in that coordinate.
-    shift = rank.neg_().add_(wrapped)
     v = diff.sub_(shift, alpha=1.0 / d1)
     base = rd[:d].add_(shift[:d].div(d1))
-    # Barycentric weights: v goes to position d - rank (a permutation), and each
-    # weight is the difference of neighbouring positions.
-    position = buf("position", (d1, n), torch.long).copy_(wrapped).neg_().add_(d)
+    # Barycentric weights: v goes to position rank (a permutation), and the weight
+    # of the corner with remainder k is the difference of positions d - k and
+    # d - k + 1 (mod d+1); corners are numbered by d - k.
+    position = buf("position", (d1, n), torch.long).copy_(wrapped)
     at = buf("at", (n, d1)).scatter_(1, position.T, v.T)
-    torch.sub(at[:, 1:], at[:, :-1], out=bary[:, 1:])
-    torch.sub(at[:, 0], at[:, d], out=bary[:, 0]).add_(1.0)
+    torch.sub(at[:, :-1], at[:, 1:], out=bary[:, :-1])
+    torch.sub(at[:, d], at[:, 0], out=bary[:, d]).add_(1.0)
     return base, wrapped
 
 
@@ -133,10 +136,14 @@ class PermutohedralLattice:
             raise ValueError("feature range too large for the lattice; scale the features")
         code_type = torch.int32 if size_codes < _CODE32_LIMIT else torch.long
         self._radix = _radix(qspan)
-        # Code offset of corner k (remainder k) from a point's remainder-0 corner, per
-        # tuple of ranks: in coordinate i, q drops by one where rank_i > d - k.
-        r = torch.arange(d1, device=dev)
-        step = torch.where(r[None, :] <= d - r[:, None], 0, -1)  # (corner, rank)
+        # Code offset of the corner with remainder k from a point's remainder-0
+        # corner, per tuple of ranks: in coordinate i, q drops by one where
+        # rank_i > d - k. Corners are numbered by d - k, the order in which
+        # _simplex writes their barycentric weights.
+        r = torch.arange(d, -1, -1, device=dev)  # remainder of each corner
+        ranks = torch.arange(d1, device=dev)
+        step = torch.where(ranks[None, :] <= d - r[:, None], 0, -1)  # (corner, rank)
+        self._remainders = r
         tabulated = d1**d <= _TABLE_LIMIT
         if tabulated:
             # Every tuple of d ranks, the last rank varying fastest; one row per corner.
@@ -223,7 +230,7 @@ class PermutohedralLattice:
             for k in range(d1):
                 torch.index_select(self._table[k], 0, tuple_index, out=codes[k])
         else:
-            codes.copy_(torch.arange(d1, device=f.device)[:, None].expand(d1, size_ab))
+            codes.copy_(self._remainders[:, None].expand(d1, size_ab))
             for j in range(self.d):
                 codes += self._step[:, rank[j].long()] * (d1 * self._radix[j])
         codes += base_code
