@@ -284,10 +284,17 @@ class PermutohedralLattice:
         grid[1:].addmm_(self._chunks[index][2], values)
 
     def blur(self, grid: torch.Tensor) -> torch.Tensor:
-        """The grid blurred along every lattice direction (a new grid)."""
+        """The grid blurred along every lattice direction, [1/2, 1, 1/2] each time.
+
+        The given grid and one more take turns as buffers (the given one is
+        overwritten); returns the one that holds the result.
+        """
+        other = torch.zeros_like(grid)
         for n1, n2 in self.neighbours:
-            blurred = grid.index_select(0, n1).add_(grid.index_select(0, n2)).mul_(0.5)
-            grid = torch.cat([grid[:1], blurred.add_(grid[1:])])
+            inner = other[1:]
+            torch.index_select(grid, 0, n1, out=inner)
+            inner.add_(grid.index_select(0, n2)).mul_(0.5).add_(grid[1:])
+            grid, other = other, grid
         return grid
 
     def slice(self, index: int, grid: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
