@@ -5,11 +5,12 @@ Run: pip install pydensecrf2; python benchmarks/bench_crf.py [--device cpu]
 Same image, unary (from the same probabilities, clipped as pydensecrf's
 unary_from_softmax does), parameters and 5 iterations for both; prints mIoU before and
 after, the share of pydensecrf's mIoU gain that napari-segnet reaches, and the best of
-``--repeats`` timed runs of each, taken in turns, in seconds for
-768x1024 and 1536x2048 RGB images with 4 classes, then for three real photos shipped
-with scikit-image (``--photos none`` leaves them out). The photos have no ground
-truth: their four classes are k-means colour clusters, cleaned by a median filter,
-so their rows show timing on real image content and whether both methods agree.
+``--repeats`` timed runs of each, taken in turns, in seconds for 768x1024 and 1536x2048
+RGB images with 4 classes, then for three real photos shipped with scikit-image
+(``--sizes none`` or ``--photos none`` leave either out; ``--params`` sets the five
+kernel parameters). The photos have no ground truth: their four classes are k-means
+colour clusters, cleaned by a median filter, so their rows show timing on real image
+content and whether both methods agree.
 """
 
 from __future__ import annotations
@@ -115,7 +116,13 @@ def main() -> None:
     p.add_argument("--sizes", default="768x1024,1536x2048")
     p.add_argument("--photos", default="astronaut,coffee,chelsea")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each, best kept")
+    p.add_argument(
+        "--params",
+        default=",".join(f"{v:g}" for v in PARAMS.values()),
+        help="gaussian_sxy,gaussian_compat,bilateral_sxy,bilateral_srgb,bilateral_compat",
+    )
     a = p.parse_args()
+    PARAMS.update(zip(PARAMS, (float(v) for v in a.params.split(","))))
     try:
         import pydensecrf  # noqa: F401
 
@@ -132,9 +139,9 @@ def main() -> None:
         "| s napari-segnet | s pydensecrf | speed ratio |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    sizes = [] if a.sizes == "none" else a.sizes.split(",")
     cases = [
-        (size, lambda size=size: scene(tuple(int(v) for v in size.split("x"))))
-        for size in a.sizes.split(",")
+        (size, lambda size=size: scene(tuple(int(v) for v in size.split("x")))) for size in sizes
     ]
     if a.photos != "none":
         cases += [(name, lambda name=name: photo(name)) for name in a.photos.split(",")]
