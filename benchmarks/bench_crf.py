@@ -16,13 +16,13 @@ content and whether both methods agree.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 
 import napari_segnet as ns
+from timing import best_times
 
 PARAMS = {
     "gaussian_sxy": 3.0,
@@ -93,23 +93,6 @@ def run_pydensecrf(img, prob, n_iter=5):
     return np.array(q).reshape(c, h, w)
 
 
-def timed(fns, repeats=5):
-    """Outputs and best seconds of each function, run in turns (after one warm-up
-    each) so that a slow spell of a shared machine hits all of them alike."""
-    outs = [fn() for fn in fns]
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return outs, best
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -153,7 +136,7 @@ def main() -> None:
         fns = [lambda img=img, coarse=coarse: ns.refine_crf(img, coarse, device=a.device, **PARAMS)]
         if have:
             fns.append(lambda img=img, coarse=coarse: run_pydensecrf(img, coarse))
-        outs, secs = timed(fns, a.repeats)
+        outs, secs = best_times(fns, a.repeats)
         after = ns.mean_iou(gt, outs[0].argmax(0), 4)
         if have:
             after_p = ns.mean_iou(gt, outs[1].argmax(0), 4)

@@ -21,26 +21,13 @@ import numpy as np
 import torch
 
 import napari_segnet as ns
+from timing import best_time
 
 
 def _model(device: str):
     torch.manual_seed(0)
     m = ns.build_model("unet", n_classes=3)  # the default 2D UNet: depth 4, width 32
     return m.to(device).eval()
-
-
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up (allocator, oneDNN/cuDNN kernel choice)
-    best = float("inf")
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def speed(size: int, device: str, repeats: int) -> None:
@@ -103,13 +90,13 @@ def speed(size: int, device: str, repeats: int) -> None:
 
     mpix = size * size / 1e6
     rows = [
-        ("untiled forward (no border padding)", _timed(untiled, repeats)),
-        ("untiled forward, channels-last", _timed(untiled_cl, repeats)),
-        ("untiled forward, mirror-padded by the halo", _timed(untiled_padded, repeats)),
-        ("MONAI sliding window roi 256, overlap 0.25, gaussian", _timed(monai(256), repeats)),
-        ("MONAI sliding window roi 512, overlap 0.25, gaussian", _timed(monai(512), repeats)),
-        ("MONAI roi 256, channels-last model", _timed(monai(256, True), repeats)),
-        ("napari-segnet predict, defaults", _timed(engine, repeats)),
+        ("untiled forward (no border padding)", best_time(untiled, repeats)),
+        ("untiled forward, channels-last", best_time(untiled_cl, repeats)),
+        ("untiled forward, mirror-padded by the halo", best_time(untiled_padded, repeats)),
+        ("MONAI sliding window roi 256, overlap 0.25, gaussian", best_time(monai(256), repeats)),
+        ("MONAI sliding window roi 512, overlap 0.25, gaussian", best_time(monai(512), repeats)),
+        ("MONAI roi 256, channels-last model", best_time(monai(256, True), repeats)),
+        ("napari-segnet predict, defaults", best_time(engine, repeats)),
     ]
     t = dict(rows)
     ours = rows[-1][1]

@@ -155,9 +155,11 @@ def test_lattice_chunks_give_the_same_filter(monkeypatch):
     np.testing.assert_allclose(chunked.filter(values), whole.filter(values), rtol=1e-5)
 
 
-def test_lattice_corner_table_and_loop_agree(monkeypatch):
+@pytest.mark.parametrize("setting", ["_TABLE_LIMIT", "_CODE32_LIMIT"])
+def test_lattice_variants_agree(monkeypatch, setting):
     # Corner codes come from a table of rank tuples where it is small, else from a
-    # loop over the ranks (many feature dimensions); both must build the same lattice.
+    # loop over the ranks (many feature dimensions); vertex codes are 32-bit where the
+    # features' range allows, else 64-bit. Each pair must build the same lattice.
     import torch
 
     from napari_segnet import lattice
@@ -165,11 +167,14 @@ def test_lattice_corner_table_and_loop_agree(monkeypatch):
     rng = np.random.default_rng(4)
     feats = torch.from_numpy(rng.normal(0, 2, (3000, 5)).astype(np.float32))
     values = torch.from_numpy(rng.random((3000, 2), dtype=np.float32))
-    table = lattice.PermutohedralLattice(feats)
-    monkeypatch.setattr(lattice, "_TABLE_LIMIT", 0)
-    loop = lattice.PermutohedralLattice(feats)
-    assert torch.equal(loop.vertex_codes, table.vertex_codes)
-    np.testing.assert_allclose(loop.filter(values), table.filter(values), rtol=1e-6)
+    usual = lattice.PermutohedralLattice(feats)
+    monkeypatch.setattr(lattice, setting, 0)
+    other = lattice.PermutohedralLattice(feats)
+    assert usual.vertex_codes.dtype == torch.int32
+    if setting == "_CODE32_LIMIT":
+        assert other.vertex_codes.dtype == torch.int64
+    assert torch.equal(other.vertex_codes.long(), usual.vertex_codes.long())
+    np.testing.assert_allclose(other.filter(values), usual.filter(values), rtol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(37, 23), (9, 14, 11)])
@@ -217,24 +222,6 @@ def test_large_compatibilities_stay_finite():
     np.testing.assert_allclose(got.sum(0), 1, atol=1e-5)
     ref = brute_force_crf(img, prob, *params)
     assert (got.argmax(0) == ref.argmax(0)).mean() > 0.97
-
-
-def test_lattice_64bit_codes_match_32bit(monkeypatch):
-    # Vertex codes are 32-bit where the features' range allows, else 64-bit; both
-    # must number the same vertices and filter alike.
-    import torch
-
-    from napari_segnet import lattice
-
-    rng = np.random.default_rng(6)
-    feats = torch.from_numpy(rng.normal(0, 2, (4000, 5)).astype(np.float32))
-    values = torch.from_numpy(rng.random((4000, 2), dtype=np.float32))
-    short = lattice.PermutohedralLattice(feats)
-    monkeypatch.setattr(lattice, "_CODE32_LIMIT", 0)
-    long = lattice.PermutohedralLattice(feats)
-    assert short.vertex_codes.dtype == torch.int32 and long.vertex_codes.dtype == torch.int64
-    assert torch.equal(long.vertex_codes, short.vertex_codes.long())
-    np.testing.assert_allclose(long.filter(values), short.filter(values), rtol=1e-6)
 
 
 @pytest.mark.gpu
