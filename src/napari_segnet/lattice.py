@@ -11,9 +11,9 @@ matrix. Splatting and slicing are then sparse matrix products (CSR), which run a
 memory speed on the CPU and on a GPU, instead of scattered additions over every
 point and vertex.
 
-Every chunk works in the same preallocated buffers and writes into arrays sized for
-all points once: on the CPU, fresh memory costs a page fault per 4 kB, which
-otherwise takes a large share of the build.
+Every chunk works in the same buffers and writes into arrays sized for all points
+once (numpy-backed on the CPU, see ``buffers``): fresh memory costs page faults, which
+otherwise take a large share of the build.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ class PermutohedralLattice:
         self.vertex_codes = vertex_codes
         self.m = len(vertex_codes)
         self._chunks = []
-        crow = torch.arange(0, size * d1 + 1, d1, dtype=index_type, device=dev)
+        crow = torch.arange(0, min(size, n) * d1 + 1, d1, dtype=index_type, device=dev)
         for (a, b), (codes, counts) in zip(chunks, found):
             ids = torch.searchsorted(vertex_codes, codes).to(index_type)
             per_vertex = torch.zeros(self.m + 1, dtype=index_type, device=dev)
