@@ -45,9 +45,11 @@ def _tiny(seed=0, shape=(11, 13)):
     return img, prob
 
 
-def test_gaussian_kernel_is_exact():
+@pytest.mark.parametrize("gsxy", [3.0, 9.0])
+def test_gaussian_kernel_is_exact(gsxy):
+    # 9 pixels: filtered in two stages, the second one dilated.
     img, prob = _tiny()
-    params = (5, 3.0, 3.0, 80.0, 13.0, 0.0)
+    params = (5, gsxy, 3.0, 80.0, 13.0, 0.0)
     got = ns.refine_crf(img, prob, *params, device="cpu")
     ref = brute_force_crf(img, prob, *params)
     np.testing.assert_allclose(got, ref, atol=1e-4)
@@ -190,6 +192,7 @@ def test_gaussian_strips_match_scipy(shape, rows):
     rng = np.random.default_rng(5)
     values = rng.random((*shape, 3), dtype=np.float32)
     kern = crf._gaussian_1d(2.0, "cpu")
+    assert len(crf.gaussian_stages(2.0, "cpu")) == 1
     expected = values.astype(np.float64)
     for ax in range(len(shape)):
         expected = ndi.correlate1d(expected, kern.double().numpy(), axis=ax, mode="constant")
@@ -198,8 +201,44 @@ def test_gaussian_strips_match_scipy(shape, rows):
     got = torch.empty_like(x)
     for start in range(0, shape[0], rows):
         stop = min(start + rows, shape[0])
-        got[start * rest : stop * rest] = crf._blur_rows(x, shape, kern, start, stop)
+        got[start * rest : stop * rest] = crf._blur_rows(x, shape, [(kern, 1)], start, stop)
     np.testing.assert_allclose(got.numpy().reshape(values.shape), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(61, 47), (30, 40, 35)])
+@pytest.mark.parametrize("sigma", [5.0, 12.0])
+def test_wide_gaussian_in_stages_is_the_gaussian(shape, sigma):
+    # A wide Gaussian runs as a narrow one, then a dilated one; in strips of rows
+    # (and for the normalisation of ones) it must still be the zero-padded Gaussian,
+    # here untruncated, normalised to unit sum.
+    import torch
+    from scipy import ndimage as ndi
+
+    from napari_segnet import crf
+
+    stages = crf.gaussian_stages(sigma, "cpu")
+    assert [d for _, d in stages][-1] > 1
+    assert sum(len(k) for k, _ in stages) < len(crf._gaussian_1d(sigma, "cpu"))
+    rng = np.random.default_rng(6)
+    values = rng.random((*shape, 2), dtype=np.float32)
+    t = np.arange(-6 * sigma, 6 * sigma + 1)
+    gauss = np.exp(-(t**2) / (2 * sigma**2))
+    gauss /= gauss.sum()
+    expected, ones = values.astype(np.float64), np.ones(shape)
+    for ax in range(len(shape)):
+        expected = ndi.correlate1d(expected, gauss, axis=ax, mode="constant")
+        ones = ndi.correlate1d(ones, gauss, axis=ax, mode="constant")
+    scale = np.prod([float(k.sum()) for k, _ in stages]) ** len(shape)
+    x = torch.from_numpy(values.reshape(-1, 2))
+    rest = int(np.prod(shape[1:]))
+    got = torch.empty_like(x)
+    for start in range(0, shape[0], 7):
+        stop = min(start + 7, shape[0])
+        got[start * rest : stop * rest] = crf._blur_rows(x, shape, stages, start, stop)
+    got = got.numpy().reshape(values.shape) / scale
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    got_ones = crf._blurred_ones(shape, stages).numpy().reshape(shape) / scale
+    np.testing.assert_allclose(got_ones, ones, atol=1e-4)
 
 
 def test_strips_and_chunks_do_not_change_the_refinement(monkeypatch):

@@ -40,8 +40,38 @@ def _gaussian_1d(sigma: float, device) -> torch.Tensor:
     return torch.exp(-(t * t) / (2 * sigma * sigma))
 
 
+Stages = list[tuple[torch.Tensor, int]]
+
+
+def gaussian_stages(sigma: float, device) -> Stages:
+    """A 1D Gaussian of ``sigma`` (4 sigma support) as ``(kernel, dilation)`` stages
+    applied one after the other, with the fewest taps.
+
+    A wide Gaussian is a narrow one of width ``s`` followed by one of width
+    ``sqrt(sigma**2 / s**2 - 1)`` sampled every ``s`` pixels (variances add). The
+    first one smooths the second one's comb: by Poisson summation the ripple is
+    exp(-2 pi**2) ~ 3e-9 of the result, so the filter stays the sampled Gaussian while
+    its cost grows with sqrt(sigma) instead of sigma.
+    """
+    best = [(_gaussian_1d(sigma, device), 1)]
+    taps = len(best[0][0])
+    for s in range(2, int(sigma) + 1):
+        wide = float(np.sqrt(sigma**2 / s**2 - 1))
+        if wide < 1:
+            break
+        stages = [(_gaussian_1d(s, device), 1), (_gaussian_1d(wide, device), s)]
+        if sum(len(k) for k, _ in stages) < taps:
+            best, taps = stages, sum(len(k) for k, _ in stages)
+    return best
+
+
+def _reach(stages: Stages) -> int:
+    """How far (pixels) the staged filter reaches on each side."""
+    return sum(d * (len(k) - 1) // 2 for k, d in stages)
+
+
 def _blur_rows(
-    x: torch.Tensor, spatial: tuple[int, ...], kernel: torch.Tensor, start: int, stop: int
+    x: torch.Tensor, spatial: tuple[int, ...], stages: Stages, start: int, stop: int
 ) -> torch.Tensor:
     """Separable Gaussian of ``(N, C)`` values on a grid of ``spatial`` shape (zeros
     outside), for the rows ``start:stop`` of the first axis only: ``(rows * rest, C)``.
@@ -49,11 +79,13 @@ def _blur_rows(
     Blurring a few rows at a time keeps the convolutions' outputs small (fresh large
     arrays cost a page fault per 4 kB) and in cache. ``(N, C)`` is the channels-last
     layout, in which oneDNN's depthwise convolutions are several times faster than
-    channels-first; it is also the lattice's layout.
+    channels-first; it is also the lattice's layout. Along each axis the first stage
+    pads by the whole filter's reach and the later ones add none, so intermediate
+    results extend beyond the image as the zero-padded filter needs.
     """
     c = x.shape[1]
     dims = len(spatial)
-    r = (len(kernel) - 1) // 2
+    r = _reach(stages)
     # Input rows that reach the output rows; zero padding only at the image's ends.
     lo, hi = max(0, start - r), min(spatial[0], stop + r)
     pad = max(r - (start - lo), r - (hi - stop))
@@ -62,30 +94,33 @@ def _blur_rows(
     y = x[lo * rest : hi * rest].reshape(1, hi - lo, *spatial[1:], c).movedim(-1, 1)
     conv = {2: F.conv2d, 3: F.conv3d}[dims]
     for ax in range(dims):
-        shape = [1, 1] + [1] * dims
-        shape[2 + ax] = len(kernel)
-        padding = [0] * dims
-        padding[ax] = pad if ax == 0 else r
-        weight = kernel.reshape(shape).expand(c, *shape[1:]).contiguous()
-        y = conv(y, weight, padding=tuple(padding), groups=c)
+        for i, (kernel, dilation) in enumerate(stages):
+            shape = [1, 1] + [1] * dims
+            shape[2 + ax] = len(kernel)
+            padding = [0] * dims
+            if i == 0:
+                padding[ax] = pad if ax == 0 else r
+            dilations = [1] * dims
+            dilations[ax] = dilation
+            weight = kernel.reshape(shape).expand(c, *shape[1:]).contiguous()
+            y = conv(y, weight, padding=tuple(padding), dilation=tuple(dilations), groups=c)
         if ax == 0:
             first = start - lo + pad - r
             y = y[:, :, first : first + stop - start]
     return y[0].movedim(0, -1).reshape(-1, c)
 
 
-def _blur(x: torch.Tensor, spatial: tuple[int, ...], kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian of ``(N, C)`` values on a grid of ``spatial`` shape; zeros outside."""
-    return _blur_rows(x, spatial, kernel, 0, spatial[0])
-
-
-def _blurred_ones(spatial: tuple[int, ...], kernel: torch.Tensor) -> torch.Tensor:
-    """``_blur`` of an image of ones, ``(N, 1)``: the product of 1D blurs along each axis."""
-    r = (len(kernel) - 1) // 2
-    out = torch.ones((), device=kernel.device)
+def _blurred_ones(spatial: tuple[int, ...], stages: Stages) -> torch.Tensor:
+    """The staged blur of an image of ones, ``(N, 1)``: the product of 1D blurs along
+    each axis."""
+    r = _reach(stages)
+    dev = stages[0][0].device
+    out = torch.ones((), device=dev)
     for ax, size in enumerate(spatial):
-        ones = torch.ones(1, 1, size, device=kernel.device)
-        line = F.conv1d(ones, kernel.reshape(1, 1, -1), padding=r).reshape(-1)
+        line = torch.ones(1, 1, size, device=dev)
+        for i, (kernel, dilation) in enumerate(stages):
+            weight = kernel.reshape(1, 1, -1)
+            line = F.conv1d(line, weight, padding=r if i == 0 else 0, dilation=dilation)
         shape = [1] * len(spatial)
         shape[ax] = size
         out = out * line.reshape(shape)
@@ -110,7 +145,7 @@ def _normalised_exp(x: torch.Tensor, ones: torch.Tensor) -> tuple[torch.Tensor, 
 def _mean_field(
     unary: torch.Tensor,
     lattice: PermutohedralLattice,
-    kern: torch.Tensor,
+    stages: Stages,
     spatial: tuple[int, ...],
     p: dict,
 ) -> torch.Tensor:
@@ -123,7 +158,7 @@ def _mean_field(
     """
     n, c = unary.shape
     dev = unary.device
-    g_norm = _blurred_ones(spatial, kern).rsqrt()
+    g_norm = _blurred_ones(spatial, stages).rsqrt()
     b_norm = lattice.filter(torch.ones(n, 1, device=dev)).clamp_(min=1e-20).rsqrt_()
     # Messages weighted by compatibility (the weights fold into the outer
     # normalisation), spelled out per class: products of equal shapes are several
@@ -134,7 +169,8 @@ def _mean_field(
     chunks = lattice.chunks
     biggest = max(b - a for a, b in chunks)
     rest = n // spatial[0]
-    rows = max(1, _STRIP // rest)
+    # On a GPU the whole image at once: there, launches cost more than memory.
+    rows = max(1, _STRIP // rest) if dev.type == "cpu" else spatial[0]
     x = empty((n, c), device=dev).copy_(unary)
     to_blur = empty((n, c), device=dev)
     part = empty((biggest, c), device=dev)
@@ -149,7 +185,7 @@ def _mean_field(
         for start in range(0, spatial[0], rows):
             stop = min(start + rows, spatial[0])
             a, b = start * rest, stop * rest
-            blurred = _blur_rows(to_blur, spatial, kern, start, stop)
+            blurred = _blur_rows(to_blur, spatial, stages, start, stop)
             torch.addcmul(unary[a:b], g_out[a:b], blurred, out=x[a:b])
         for i, (a, b) in enumerate(chunks):
             message = lattice.slice(i, grid, part[: b - a])
@@ -189,7 +225,7 @@ def _refine_one(img: np.ndarray, prob: np.ndarray, p: dict, dev: torch.device) -
     q0 = torch.from_numpy(np.ascontiguousarray(prob, np.float32)).to(dev).reshape(c, n).T
     unary = torch.clamp(q0, min=UNARY_CLIP, out=empty((n, c), device=dev)).log_()
     # Gaussian (positions only): exact separable filtering.
-    kern = _gaussian_1d(p["gaussian_sxy"], dev)
+    stages = gaussian_stages(p["gaussian_sxy"], dev)
     # Bilateral (positions and intensities): the permutohedral lattice.
     inten = torch.from_numpy(intensity_scale(img).reshape(n, -1)).to(dev)
     feats = empty((n, len(spatial) + inten.shape[1]), device=dev)
@@ -202,7 +238,7 @@ def _refine_one(img: np.ndarray, prob: np.ndarray, p: dict, dev: torch.device) -
     del inten
     lattice = PermutohedralLattice(feats)
     del feats
-    q = _mean_field(unary, lattice, kern, spatial, p)
+    q = _mean_field(unary, lattice, stages, spatial, p)
     out = np.empty((c, *spatial), np.float32)
     torch.from_numpy(out).view(c, n).copy_(q.T)
     return out
