@@ -130,6 +130,43 @@ def test_inputs_untouched_and_bad_parameters():
         ns.refine_crf(img, -prob)
     with pytest.raises(ns.SegNetError, match="C >= 2"):
         ns.refine_crf(img, prob[:1])
+    with pytest.raises(ns.SegNetError, match="empty"):
+        ns.refine_crf(img[:, :0], prob[:, :, :0])
+    bad = img.astype(np.float32)
+    bad[2, 3] = np.inf
+    with pytest.raises(ns.SegNetError, match="infinite"):
+        ns.refine_crf(bad, prob)
+    with pytest.raises(ns.SegNetError, match="positive number"):
+        ns.refine_crf(img, prob, gaussian_sxy=np.inf)
+    # Widths so small that the lattice's codes would overflow: an error, not a crash.
+    with pytest.raises(ns.SegNetError, match="too small"):
+        ns.refine_crf(img, prob, bilateral_srgb=1e-30)
+    np.testing.assert_array_equal(img, i0)
+    np.testing.assert_array_equal(prob, p0)
+
+
+def test_progress_and_cancel():
+    from threading import Event
+
+    img, coarse, _gt = _scene(5, (40, 50))
+    stack, cstack = np.stack([img, img[::-1]]), np.stack([coarse, coarse[:, ::-1]], axis=1)
+    seen = []
+    out = ns.refine_crf(stack, cstack, n_iter=3, progress=lambda d, n: seen.append((d, n)))
+    # Per slice: the lattice build, then each of the 3 iterations.
+    assert seen == [(k, 8) for k in range(9)]
+    np.testing.assert_array_equal(out, ns.refine_crf(stack, cstack, n_iter=3))
+    before = cstack.copy()
+    cancel = Event()
+
+    def stop_after_two(done, total):
+        if done == 2:
+            cancel.set()
+
+    with pytest.raises(ns.Cancelled, match="2 of 8"):
+        ns.refine_crf(stack, cstack, n_iter=3, progress=stop_after_two, cancel=cancel)
+    with pytest.raises(ns.Cancelled):
+        ns.refine_crf(img, coarse, cancel=cancel)
+    np.testing.assert_array_equal(cstack, before)
 
 
 def test_segment_with_crf(small_unet):
@@ -239,6 +276,35 @@ def test_wide_gaussian_in_stages_is_the_gaussian(shape, sigma):
     np.testing.assert_allclose(got, expected, atol=1e-4)
     got_ones = crf._blurred_ones(shape, stages).numpy().reshape(shape) / scale
     np.testing.assert_allclose(got_ones, ones, atol=1e-4)
+
+
+def test_wide_gaussian_refinement_matches_scipy():
+    # Gaussian kernel only, wide enough to run in stages on this image: the mean field
+    # against one computed with scipy's exact (untruncated) separable Gaussian.
+    from scipy import ndimage as ndi
+
+    from napari_segnet import crf
+
+    sigma, shape = 12.0, (60, 80)
+    assert len(crf.gaussian_stages(sigma, "cpu", max(shape))) == 2
+    img, coarse, _gt = _scene(4, shape)
+    got = ns.refine_crf(img, coarse, 4, sigma, 5.0, 80.0, 13.0, 0.0, device="cpu")
+    t = np.arange(-6 * sigma, 6 * sigma + 1)
+    gauss = np.exp(-(t**2) / (2 * sigma**2))
+
+    def blur(a):
+        for ax in (-2, -1):
+            a = ndi.correlate1d(a, gauss, axis=ax, mode="constant")
+        return a
+
+    norm = 1 / np.sqrt(blur(np.ones(shape)))
+    unary = np.log(np.clip(coarse.astype(np.float64), UNARY_CLIP, None))
+    q = np.exp(unary) / np.exp(unary).sum(0)
+    for _ in range(4):
+        logits = unary + 5.0 * norm * blur(norm * q)
+        q = np.exp(logits - logits.max(0))
+        q /= q.sum(0)
+    np.testing.assert_allclose(got, q, atol=1e-4)
 
 
 def test_strips_and_chunks_do_not_change_the_refinement(monkeypatch):

@@ -198,6 +198,26 @@ def test_crf_widget(make_napari_viewer, qtbot):
     np.testing.assert_allclose(viewer.layers["prob CRF"].data, ns.refine_crf(img, prob), atol=1e-5)
 
 
+def test_crf_widget_cancel(make_napari_viewer, qtbot, errors):
+    # A stack refined slice by slice: Cancel stops it with a notice and adds no layer.
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(6)
+    img = (rng.random((60, 256, 256)) * 255).astype(np.uint8)
+    prob = rng.dirichlet(np.ones(3), size=(60, 256, 256)).transpose(3, 0, 1, 2)
+    viewer.add_image(img, name="stack")
+    viewer.add_image(prob.astype(np.float32), name="prob")
+    names = [lay.name for lay in viewer.layers]
+    _, w = viewer.window.add_plugin_dock_widget("napari-segnet", "CRF refine")
+    w.image.value, w.prob.value = viewer.layers["stack"], viewer.layers["prob"]
+    w.run()
+    assert w.cancel_btn.enabled and not w.run_btn.enabled
+    w.cancel()
+    _wait(qtbot, w)
+    assert [lay.name for lay in viewer.layers] == names
+    assert any("cancelled" in e for e in errors)
+    assert w.run_btn.enabled and not w.cancel_btn.enabled and w.status.value == "stopped"
+
+
 def test_console_helper(make_napari_viewer, tiny_model):
     viewer = make_napari_viewer()
     img, _ = ns.data.synthetic_nuclei((64, 64), seed=6)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .buffers import empty
 from .devices import resolve_device
-from .errors import SegNetError
+from .errors import Cancelled, SegNetError
 from .lattice import PermutohedralLattice
+
+# Called after each step (a lattice build or a mean-field iteration).
+Step = Callable[[], None]
 
 UNARY_CLIP = 1e-5  # as pydensecrf's unary_from_softmax
 # Pixels per strip of the Gaussian blur: few enough that the convolutions' outputs
@@ -34,8 +40,8 @@ def intensity_scale(image: np.ndarray) -> np.ndarray:
     return ((x - lo) * scale).astype(np.float32)
 
 
-def _gaussian_1d(sigma: float, device) -> torch.Tensor:
-    r = max(1, int(np.ceil(4 * sigma)))
+def _gaussian_1d(sigma: float, device, radius: int | None = None) -> torch.Tensor:
+    r = max(1, int(np.ceil(4 * sigma)) if radius is None else radius)
     t = torch.arange(-r, r + 1, dtype=torch.float32, device=device)
     return torch.exp(-(t * t) / (2 * sigma * sigma))
 
@@ -43,25 +49,31 @@ def _gaussian_1d(sigma: float, device) -> torch.Tensor:
 Stages = list[tuple[torch.Tensor, int]]
 
 
-def gaussian_stages(sigma: float, device) -> Stages:
+def gaussian_stages(sigma: float, device, extent: int | None = None) -> Stages:
     """A 1D Gaussian of ``sigma`` (4 sigma support) as ``(kernel, dilation)`` stages
-    applied one after the other, with the fewest taps.
+    applied one after the other, with the least work for an image at most
+    ``extent`` pixels long on every axis.
 
     A wide Gaussian is a narrow one of width ``s`` followed by one of width
     ``sqrt(sigma**2 / s**2 - 1)`` sampled every ``s`` pixels (variances add). The
     first one smooths the second one's comb: by Poisson summation the ripple is
     exp(-2 pi**2) ~ 3e-9 of the result, so the filter stays the sampled Gaussian while
-    its cost grows with sqrt(sigma) instead of sigma.
+    its cost grows with sqrt(sigma) instead of sigma. A single kernel is cut at the
+    image's extent, where its further taps would only meet the zeros outside.
     """
-    best = [(_gaussian_1d(sigma, device), 1)]
-    taps = len(best[0][0])
-    for s in range(2, int(sigma) + 1):
-        wide = float(np.sqrt(sigma**2 / s**2 - 1))
-        if wide < 1:
-            break
-        stages = [(_gaussian_1d(s, device), 1), (_gaussian_1d(wide, device), s)]
-        if sum(len(k) for k, _ in stages) < taps:
-            best, taps = stages, sum(len(k) for k, _ in stages)
+    radius = int(np.ceil(4 * sigma))
+    if extent is not None:
+        radius = max(1, min(radius, extent - 1))
+    best = [(_gaussian_1d(sigma, device, radius), 1)]
+    work = 2.0 * radius + 1
+    # The taps 8 s + 8 sigma / s are fewest near s = sqrt(sigma).
+    for s in range(2, min(int(sigma), 2 * int(np.sqrt(sigma)) + 2) + 1):
+        narrow, wide = 2 * int(np.ceil(4 * s)) + 1, float(np.sqrt(sigma**2 / s**2 - 1))
+        spread = 2 * s * int(np.ceil(4 * wide))  # what the first stage adds outside
+        cost = narrow * (1 + spread / extent if extent else 1) + 2 * np.ceil(4 * wide) + 1
+        if wide >= 1 and cost < work:
+            best = [(_gaussian_1d(s, device), 1), (_gaussian_1d(wide, device), s)]
+            work = cost
     return best
 
 
@@ -148,8 +160,10 @@ def _mean_field(
     stages: Stages,
     spatial: tuple[int, ...],
     p: dict,
+    step: Step,
 ) -> torch.Tensor:
     """``n_iter`` mean-field steps from ``unary`` ``(N, C)``; returns Q ``(N, C)``.
+    ``step()`` is called after each.
 
     Each step runs chunk by chunk, so every pass over the pixels works on data that
     is still in cache and no full-size temporaries are allocated: the softmax and
@@ -190,6 +204,7 @@ def _mean_field(
         for i, (a, b) in enumerate(chunks):
             message = lattice.slice(i, grid, part[: b - a])
             x[a:b].addcmul_(b_out[a:b], message)
+        step()
     for a, b in chunks:
         e, inv_sum = _normalised_exp(x[a:b], ones)
         e.mul_(inv_sum)
@@ -198,8 +213,8 @@ def _mean_field(
 
 def _check(image: np.ndarray, prob: np.ndarray, params: dict) -> None:
     for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
-        if not params[name] > 0:
-            raise SegNetError(f"{name} must be positive, not {params[name]!r}")
+        if not (np.isfinite(params[name]) and params[name] > 0):
+            raise SegNetError(f"{name} must be a positive number, not {params[name]!r}")
     for name in ("gaussian_compat", "bilateral_compat"):
         if not np.isfinite(params[name]) or params[name] < 0:
             raise SegNetError(f"{name} must be a non-negative number, not {params[name]!r}")
@@ -210,14 +225,19 @@ def _check(image: np.ndarray, prob: np.ndarray, params: dict) -> None:
         raise SegNetError(f"probabilities must be (C, Y, X) with C >= 2, not {prob.shape}")
     if not np.isfinite(prob).all() or (prob < 0).any():
         raise SegNetError("probabilities must be finite and non-negative")
-    if image.dtype.kind not in "biuf" or (image.dtype.kind == "f" and np.isnan(image).any()):
-        raise SegNetError("the image must be numeric without NaN")
+    if min(prob.shape) == 0 or image.size == 0:
+        raise SegNetError(f"the image is empty: probabilities {prob.shape}, image {image.shape}")
+    if image.dtype.kind not in "biuf" or (image.dtype.kind == "f" and not np.isfinite(image).all()):
+        raise SegNetError("the image must be numeric, without NaN or infinite values")
 
 
-def _refine_one(img: np.ndarray, prob: np.ndarray, p: dict, dev: torch.device) -> np.ndarray:
+def _refine_one(
+    img: np.ndarray, prob: np.ndarray, p: dict, dev: torch.device, step: Step
+) -> np.ndarray:
     """One 2D slice (or one volume): ``img`` (*spatial[, C]), ``prob`` (C, *spatial).
 
-    Works on ``(N, C)`` arrays (pixels by classes) throughout.
+    Works on ``(N, C)`` arrays (pixels by classes) throughout; ``step()`` follows
+    the lattice build and each mean-field iteration.
     """
     spatial = tuple(prob.shape[1:])
     c = prob.shape[0]
@@ -225,7 +245,7 @@ def _refine_one(img: np.ndarray, prob: np.ndarray, p: dict, dev: torch.device) -
     q0 = torch.from_numpy(np.ascontiguousarray(prob, np.float32)).to(dev).reshape(c, n).T
     unary = torch.clamp(q0, min=UNARY_CLIP, out=empty((n, c), device=dev)).log_()
     # Gaussian (positions only): exact separable filtering.
-    stages = gaussian_stages(p["gaussian_sxy"], dev)
+    stages = gaussian_stages(p["gaussian_sxy"], dev, max(spatial))
     # Bilateral (positions and intensities): the permutohedral lattice.
     inten = torch.from_numpy(intensity_scale(img).reshape(n, -1)).to(dev)
     feats = empty((n, len(spatial) + inten.shape[1]), device=dev)
@@ -236,9 +256,17 @@ def _refine_one(img: np.ndarray, prob: np.ndarray, p: dict, dev: torch.device) -
         feats[:, ax].view(spatial).copy_(line.reshape(shape))
     torch.div(inten, p["bilateral_srgb"], out=feats[:, len(spatial) :])
     del inten
-    lattice = PermutohedralLattice(feats)
+    try:
+        lattice = PermutohedralLattice(feats)
+    except ValueError as e:
+        raise SegNetError(
+            f"bilateral_sxy={p['bilateral_sxy']:g} and bilateral_srgb={p['bilateral_srgb']:g} "
+            "are too small for this image's size and intensity range (the lattice would be "
+            "too large); use larger kernel widths"
+        ) from e
     del feats
-    q = _mean_field(unary, lattice, stages, spatial, p)
+    step()
+    q = _mean_field(unary, lattice, stages, spatial, p, step)
     out = np.empty((c, *spatial), np.float32)
     torch.from_numpy(out).view(c, n).copy_(q.T)
     return out
@@ -256,6 +284,8 @@ def refine_crf(
     *,
     volume: bool = False,
     device="auto",
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> np.ndarray:
     """Refine class probabilities with a fully connected CRF so borders follow image edges.
 
@@ -286,12 +316,25 @@ def refine_crf(
         Refine a stack as one 3D volume instead of per slice.
     device : str
         ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
+    progress : callable, optional
+        ``progress(done, total)`` in steps: per slice (or volume), building its
+        lattice and each mean-field iteration.
+    cancel : threading.Event, optional
+        Set it to stop with :class:`~napari_segnet.errors.Cancelled` (checked after
+        every step).
 
     Returns
     -------
     numpy.ndarray
         Refined float32 probabilities shaped like ``probabilities``. Inputs are not
         modified.
+
+    Raises
+    ------
+    SegNetError
+        For bad parameters, or an image and probabilities that do not match.
+    Cancelled
+        When ``cancel`` is set.
     """
     img = np.asarray(image)
     prob = np.asarray(probabilities)
@@ -319,9 +362,26 @@ def refine_crf(
     dev = resolve_device(device)
     if not has_channels:
         img = img[..., None]
-    if len(spatial) == 2 or volume:
-        return _refine_one(img, prob, params, dev)
+    whole = len(spatial) == 2 or volume
+    n_slices = 1 if whole else spatial[0]
+    total = n_slices * (int(n_iter) + 1)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"CRF cancelled after {done} of {total} steps")
+
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("CRF cancelled before it started")
+    if progress is not None:
+        progress(0, total)
+    if whole:
+        return _refine_one(img, prob, params, dev, step)
     out = np.empty(prob.shape, np.float32)
     for z in range(spatial[0]):
-        out[:, z] = _refine_one(img[z], prob[:, z], params, dev)
+        out[:, z] = _refine_one(img[z], prob[:, z], params, dev, step)
     return out

@@ -129,11 +129,13 @@ class PermutohedralLattice:
         # modulo d+1: key = (d+1) q + r. A vertex's code is r plus d+1 times q's
         # mixed-radix number, which is about (d+1)**(d-1) times more compact than
         # numbering the keys, and so fits 32 bits for images of common sizes.
-        self._qlo = torch.floor(emin / d1).long() - 4
-        qspan = torch.ceil(emax / d1).long() + 3 - self._qlo + 1
-        size_codes = d1 * float(qspan.double().prod())
-        if size_codes >= 2.0**62:
+        qlo = torch.floor(emin.double() / d1) - 4
+        qspan = torch.ceil(emax.double() / d1) + 3 - qlo + 1
+        size_codes = d1 * float(qspan.prod())
+        # Checked in floating point, before the integer codes could overflow.
+        if not size_codes < 2.0**62:
             raise ValueError("feature range too large for the lattice; scale the features")
+        self._qlo, qspan = qlo.long(), qspan.long()
         code_type = torch.int32 if size_codes < _CODE32_LIMIT else torch.long
         self._radix = _radix(qspan)
         # Code offset of the corner with remainder k from a point's remainder-0

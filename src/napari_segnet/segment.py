@@ -221,7 +221,9 @@ def segment(
             from .crf import refine_crf
 
             params = crf if isinstance(crf, dict) else {}
-            prob_np = refine_crf(_crf_image(work, plan.layout), prob_np, device=device, **params)
+            prob_np = refine_crf(
+                _crf_image(work, plan.layout), prob_np, device=device, cancel=cancel, **params
+            )
         semantic_np = prob_np.argmax(0).astype(sem_dtype)
         inst = label_instances(prob_np, **opts) if instances else None
         if factor != 1.0:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from napari.qt.threading import thread_worker
+from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
 
 from ..errors import Cancelled, SegNetError
@@ -178,3 +180,64 @@ def relay(fn: Callable[[Callable[[Any], None]], Any]):
     if "error" in box:
         raise JobError(box["error"])
     return box["result"]
+
+
+class JobPanel:
+    """Run and Cancel for a panel whose job reports ``progress(done, total)``.
+
+    A mixin (before the magicgui container) for widgets with ``run_btn``,
+    ``cancel_btn`` and ``status``: the job runs in a worker thread behind a napari
+    progress bar, the buttons follow it, and ``busy`` stays True until its result
+    (or error) has been handled.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.job = Job()
+        self.busy = False
+
+    def _start(
+        self,
+        fn: Callable[[Callable[[int, int], None], threading.Event], Any],
+        desc: str,
+        on_result: Callable[[Any], None],
+        running: str = "running...",
+    ) -> None:
+        """Start ``fn(progress, cancel)``; ``on_result`` gets what it returns."""
+        job = Job()
+        self.job = job
+
+        @thread_worker
+        def work():
+            return (yield from relay(lambda emit: fn(lambda d, n: emit((d, n)), job.cancel)))
+
+        pbar = napari_progress(total=0, desc=desc)
+
+        def tick(item):
+            pbar.total, pbar.n = item[1], item[0]
+            pbar.refresh()
+
+        def finished():
+            pbar.close()
+            self.run_btn.enabled = True
+            self.cancel_btn.enabled = False
+            if self.status.value in (running, "cancelling..."):
+                self.status.value = "stopped"
+            self.busy = False
+
+        worker = work(_ignore_errors=True)  # errors become notifications (report)
+        job.worker = worker
+        worker.yielded.connect(tick)
+        worker.returned.connect(on_result)
+        worker.errored.connect(report)
+        worker.finished.connect(finished)
+        self.run_btn.enabled = False
+        self.cancel_btn.enabled = True
+        self.status.value = running
+        self.busy = True
+        worker.start()
+
+    def cancel(self, *_) -> None:
+        """Stop the running job (it ends with a notice, adding no layers)."""
+        self.job.stop()
+        self.status.value = "cancelling..."

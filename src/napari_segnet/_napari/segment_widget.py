@@ -14,12 +14,10 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
-from napari.qt.threading import thread_worker
-from napari.utils import progress as napari_progress
 
 from ..devices import available_devices
 from ..segment import segment
-from ._common import Job, layer_axes, model_choices, on_models_changed, put_layer, relay, report
+from ._common import JobPanel, layer_axes, model_choices, on_models_changed, put_layer, report
 from ._common import resolve_model as _resolve_model
 
 CONSOLE_HINT = (
@@ -28,7 +26,7 @@ CONSOLE_HINT = (
 )
 
 
-class SegmentWidget(Container):
+class SegmentWidget(JobPanel, Container):
     """Segment an image layer with a bundled, trained or saved model.
 
     The console equivalent is two lines::
@@ -89,8 +87,6 @@ class SegmentWidget(Container):
         self.run_btn.changed.connect(self.run)
         self.cancel_btn.changed.connect(self.cancel)
         on_models_changed(self._refresh_models)
-        self.job = Job()
-        self.busy = False  # True from start until results are shown
 
     # ---------------------------------------------------------------- UI state
     def _refresh_models(self) -> None:
@@ -147,53 +143,14 @@ class SegmentWidget(Container):
         except Exception as e:
             report(e if not isinstance(e, ValueError) else _user_error(e))
             return
-        job = Job()
-        self.job = job
         name = f"{layer.name} [{self.model.value}]"
-
-        @thread_worker
-        def work():
-            return (
-                yield from relay(
-                    lambda emit: segment(
-                        data,
-                        model,
-                        progress=lambda d, n: emit((d, n)),
-                        cancel=job.cancel,
-                        **kwargs,
-                    )
-                )
-            )
-
-        pbar = napari_progress(total=0, desc=f"Segmenting {layer.name}")
-
-        def tick(item):
-            pbar.total, pbar.n = item[1], item[0]
-            pbar.refresh()
-
-        worker = work(_ignore_errors=True)  # errors become notifications (report)
-        job.worker = worker
-        worker.yielded.connect(tick)
-        worker.returned.connect(lambda res: self._show(res, layer, name, index))
-        worker.errored.connect(report)
-        worker.finished.connect(pbar.close)
-        worker.finished.connect(self._finished)
-        self.run_btn.enabled = False
-        self.cancel_btn.enabled = True
-        self.status.value = "running..."
-        self.busy = True
-        worker.start()
-
-    def cancel(self, *_):
-        self.job.stop()
-        self.status.value = "cancelling..."
-
-    def _finished(self):
-        self.run_btn.enabled = True
-        self.cancel_btn.enabled = False
-        if self.status.value in ("running...", "cancelling..."):
-            self.status.value = "stopped"
-        self.busy = False
+        self._start(
+            lambda progress, cancel: segment(
+                data, model, progress=progress, cancel=cancel, **kwargs
+            ),
+            f"Segmenting {layer.name}",
+            lambda res: self._show(res, layer, name, index),
+        )
 
     def _show(self, res, layer, name, index):
         kw = _placement(layer)

@@ -18,7 +18,7 @@ from napari.qt.threading import thread_worker
 from ..crf import refine_crf
 from ..errors import SegNetError
 from ..weights import boundary_weight_map
-from ._common import as_array, put_layer, report
+from ._common import JobPanel, as_array, put_layer, report
 
 
 class WeightMapWidget(Container):
@@ -100,8 +100,12 @@ class WeightMapWidget(Container):
         self.status.value = f"weights {w.min():.2f} .. {w.max():.2f}"
 
 
-class CRFWidget(Container):
-    """Refine a probabilities layer ``(C, ...)`` against its image with the dense CRF."""
+class CRFWidget(JobPanel, Container):
+    """Refine a probabilities layer ``(C, ...)`` against its image with the dense CRF.
+
+    Runs in a worker thread with a progress bar (lattice builds and mean-field
+    iterations) and a Cancel button.
+    """
 
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
@@ -115,6 +119,7 @@ class CRFWidget(Container):
         self.b_srgb = FloatSpinBox(label="bilateral intensity", min=0.1, max=255, value=13.0)
         self.b_compat = FloatSpinBox(label="bilateral weight", min=0, max=100, value=10.0)
         self.run_btn = PushButton(text="Refine")
+        self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.extend(
             [
@@ -127,12 +132,16 @@ class CRFWidget(Container):
                 self.b_srgb,
                 self.b_compat,
                 self.run_btn,
+                self.cancel_btn,
                 self.status,
             ]
         )
         self.run_btn.changed.connect(self.run)
+        self.cancel_btn.changed.connect(self.cancel)
 
     def run(self, *_):
+        if self.job.running:
+            return
         img_layer, prob_layer = self.image.value, self.prob.value
         if img_layer is None or prob_layer is None:
             report(SegNetError("choose an image layer and a probabilities layer"))
@@ -151,15 +160,14 @@ class CRFWidget(Container):
             "bilateral_compat": self.b_compat.value,
         }
 
-        @thread_worker
-        def work():
-            return refine_crf(image, prob, **params)
-
-        worker = work(_ignore_errors=True)  # errors become notifications (report)
-        worker.returned.connect(lambda q: self._show(q, img_layer, prob_layer))
-        worker.errored.connect(report)
-        self.status.value = "refining..."
-        worker.start()
+        self._start(
+            lambda progress, cancel: refine_crf(
+                image, prob, progress=progress, cancel=cancel, **params
+            ),
+            f"CRF on {img_layer.name}",
+            lambda q: self._show(q, img_layer, prob_layer),
+            running="refining...",
+        )
 
     def _show(self, q, img_layer, prob_layer):
         put_layer(
