@@ -66,12 +66,16 @@ def gaussian_stages(sigma: float, device, extent: int | None = None) -> Stages:
         radius = max(1, min(radius, extent - 1))
     best = [(_gaussian_1d(sigma, device, radius), 1)]
     work = 2.0 * radius + 1
-    # The taps 8 s + 8 sigma / s are fewest near s = sqrt(sigma).
+    # The taps, about 8 s + 8 sigma / s, are fewest near s = sqrt(sigma).
     for s in range(2, min(int(sigma), 2 * int(np.sqrt(sigma)) + 2) + 1):
-        narrow, wide = 2 * int(np.ceil(4 * s)) + 1, float(np.sqrt(sigma**2 / s**2 - 1))
-        spread = 2 * s * int(np.ceil(4 * wide))  # what the first stage adds outside
-        cost = narrow * (1 + spread / extent if extent else 1) + 2 * np.ceil(4 * wide) + 1
-        if wide >= 1 and cost < work:
+        wide = float(np.sqrt(sigma**2 / s**2 - 1))
+        if wide < 1:
+            continue
+        wide_radius = int(np.ceil(4 * wide))
+        # The first stage also fills the second one's reach beyond the image.
+        spread = 1 + 2 * s * wide_radius / extent if extent else 1
+        cost = (8 * s + 1) * spread + 2 * wide_radius + 1
+        if cost < work:
             best = [(_gaussian_1d(s, device), 1), (_gaussian_1d(wide, device), s)]
             work = cost
     return best
