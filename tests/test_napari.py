@@ -180,6 +180,12 @@ def test_weight_map_widget(make_napari_viewer, qtbot):
         ),
         timeout=30_000,
     )
+    # Once closed, the panel no longer answers to new labels layers.
+    viewer.window.remove_dock_widget("all")
+    viewer.layers.clear()
+    viewer.add_labels(lab, name="later")
+    qtbot.wait(500)
+    assert [lay.name for lay in viewer.layers] == ["later"]
 
 
 def test_crf_widget(make_napari_viewer, qtbot):
@@ -196,6 +202,14 @@ def test_crf_widget(make_napari_viewer, qtbot):
         lambda: "photo CRF labels" in [lay.name for lay in viewer.layers], timeout=30_000
     )
     np.testing.assert_allclose(viewer.layers["prob CRF"].data, ns.refine_crf(img, prob), atol=1e-5)
+    # Objects against background: classes 1 and 2 refined as one.
+    _wait(qtbot, w)
+    w.objects.value = True
+    w.run()
+    expected = ns.refine_crf(img, prob, foreground=(1, 2))
+    qtbot.waitUntil(
+        lambda: np.allclose(viewer.layers["prob CRF"].data, expected, atol=1e-5), timeout=30_000
+    )
 
 
 def test_crf_widget_cancel(make_napari_viewer, qtbot, errors):

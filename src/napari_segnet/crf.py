@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -276,6 +276,24 @@ def _refine_one(
     return out
 
 
+def _merge(prob: np.ndarray, foreground) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """The other classes, then ``foreground``'s classes summed, ``(C', ...)``; the
+    foreground classes' indices; and each pixel's split among them ``(F, ...)``."""
+    c = prob.shape[0]
+    fg = sorted({int(k) for k in foreground})
+    if not fg or fg[0] < 0 or fg[-1] >= c or len(fg) == c:
+        raise SegNetError(
+            f"foreground must name some but not all of the {c} classes, not {foreground!r}"
+        )
+    rest = [k for k in range(c) if k not in fg]
+    part = prob[fg].astype(np.float32)
+    total = part.sum(0)
+    # Where the classes have no probability at all, an even split.
+    share = np.divide(part, total, out=np.full_like(part, 1 / len(fg)), where=total > 0)
+    merged = np.concatenate([prob[rest].astype(np.float32), total[None]])
+    return merged, fg, share
+
+
 def refine_crf(
     image,
     probabilities,
@@ -290,6 +308,7 @@ def refine_crf(
     device="auto",
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    foreground: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Refine class probabilities with a fully connected CRF so borders follow image edges.
 
@@ -326,6 +345,13 @@ def refine_crf(
     cancel : threading.Event, optional
         Set it to stop with :class:`~napari_segnet.errors.Cancelled` (checked after
         every step).
+    foreground : sequence of int, optional
+        Classes refined together, as one class against the others; each pixel keeps
+        the given probabilities' split among them. For instance probabilities
+        (background, interior, boundary) ``foreground=(1, 2)`` lets the CRF move
+        object outlines to edges without smoothing away the thin boundary class that
+        separates touching objects (``segment(..., crf=True)`` does this for instance
+        models).
 
     Returns
     -------
@@ -351,6 +377,16 @@ def refine_crf(
         "bilateral_compat": float(bilateral_compat),
     }
     _check(img, prob, params)
+    if foreground is not None:
+        merged, fg, share = _merge(prob, foreground)
+        q = refine_crf(
+            img, merged, **params, volume=volume, device=device, progress=progress, cancel=cancel
+        )
+        rest = [k for k in range(prob.shape[0]) if k not in fg]
+        out = np.empty(prob.shape, np.float32)
+        out[rest] = q[:-1]
+        out[fg] = q[-1] * share
+        return out
     spatial = prob.shape[1:]
     if img.shape == spatial:
         has_channels = False

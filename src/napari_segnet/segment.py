@@ -139,8 +139,11 @@ def segment(
         back (probabilities linearly, labels by nearest neighbour).
     crf : bool or dict
         Refine the probabilities with :func:`refine_crf` before labelling (a dict
-        passes its parameters). Needs the image in memory; with ``output`` the refined
-        results are written whole at the end.
+        passes its parameters). For instance models (background, interior, boundary)
+        objects are refined against the background as one class, so the boundary
+        class that separates touching objects is kept (``crf={"foreground": None}``
+        refines the three classes as they are). Needs the image in memory;
+        with ``output`` the refined results are written whole at the end.
     instances : bool, optional
         Compute instance labels; None: when the model was trained on instances.
     instance_options : dict, optional
@@ -221,6 +224,9 @@ def segment(
             from .crf import refine_crf
 
             params = crf if isinstance(crf, dict) else {}
+            if model.meta.get("target") == "instances" and model.n_classes == 3:
+                # Objects against background: the thin boundary class survives.
+                params = {"foreground": (1, 2), **params}
             prob_np = refine_crf(
                 _crf_image(work, plan.layout), prob_np, device=device, cancel=cancel, **params
             )

@@ -38,9 +38,16 @@ class WeightMapWidget(Container):
         self.status = Label(value="")
         self.extend([self.labels, self.w0, self.sigma, self.balance, self.status])
         for w in (self.labels, self.w0, self.sigma, self.balance):
-            w.changed.connect(self.refresh)
+            w.changed.connect(self._changed)
         self._worker = None
         self._pending = False
+
+    def _changed(self, *_):
+        # A closed panel keeps its connections to the layer list: it stays quiet, as
+        # does an open one whose labels layer is gone.
+        if self.native.parent() is None or self.labels.value is None:
+            return
+        self.refresh()
 
     def _plane(self):
         layer = self.labels.value
@@ -118,6 +125,10 @@ class CRFWidget(JobPanel, Container):
         self.b_sxy = FloatSpinBox(label="bilateral sxy", min=0.1, max=1000, value=80.0)
         self.b_srgb = FloatSpinBox(label="bilateral intensity", min=0.1, max=255, value=13.0)
         self.b_compat = FloatSpinBox(label="bilateral weight", min=0, max=100, value=10.0)
+        self.objects = CheckBox(
+            text="objects against background (keeps an instance model's boundary class)",
+            value=False,
+        )
         self.run_btn = PushButton(text="Refine")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
@@ -131,6 +142,7 @@ class CRFWidget(JobPanel, Container):
                 self.b_sxy,
                 self.b_srgb,
                 self.b_compat,
+                self.objects,
                 self.run_btn,
                 self.cancel_btn,
                 self.status,
@@ -158,6 +170,8 @@ class CRFWidget(JobPanel, Container):
             "bilateral_sxy": self.b_sxy.value,
             "bilateral_srgb": self.b_srgb.value,
             "bilateral_compat": self.b_compat.value,
+            # Every class but the first (background) refined as one.
+            "foreground": tuple(range(1, len(prob))) if self.objects.value else None,
         }
 
         self._start(
