@@ -276,9 +276,10 @@ def _refine_one(
     return out
 
 
-def _merge(prob: np.ndarray, foreground) -> tuple[np.ndarray, list[int], np.ndarray]:
+def _merge(prob: np.ndarray, foreground) -> tuple[np.ndarray, list[int], list[int], np.ndarray]:
     """The other classes, then ``foreground``'s classes summed, ``(C', ...)``; the
-    foreground classes' indices; and each pixel's split among them ``(F, ...)``."""
+    other and the foreground classes' indices; each pixel's split among the latter
+    ``(F, ...)``."""
     c = prob.shape[0]
     fg = sorted({int(k) for k in foreground})
     if not fg or fg[0] < 0 or fg[-1] >= c or len(fg) == c:
@@ -291,7 +292,7 @@ def _merge(prob: np.ndarray, foreground) -> tuple[np.ndarray, list[int], np.ndar
     # Where the classes have no probability at all, an even split.
     share = np.divide(part, total, out=np.full_like(part, 1 / len(fg)), where=total > 0)
     merged = np.concatenate([prob[rest].astype(np.float32), total[None]])
-    return merged, fg, share
+    return merged, rest, fg, share
 
 
 def refine_crf(
@@ -378,11 +379,10 @@ def refine_crf(
     }
     _check(img, prob, params)
     if foreground is not None:
-        merged, fg, share = _merge(prob, foreground)
+        merged, rest, fg, share = _merge(prob, foreground)
         q = refine_crf(
             img, merged, **params, volume=volume, device=device, progress=progress, cancel=cancel
         )
-        rest = [k for k in range(prob.shape[0]) if k not in fg]
         out = np.empty(prob.shape, np.float32)
         out[rest] = q[:-1]
         out[fg] = q[-1] * share
