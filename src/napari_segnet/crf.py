@@ -378,15 +378,6 @@ def refine_crf(
         "bilateral_compat": float(bilateral_compat),
     }
     _check(img, prob, params)
-    if foreground is not None:
-        merged, rest, fg, share = _merge(prob, foreground)
-        q = refine_crf(
-            img, merged, **params, volume=volume, device=device, progress=progress, cancel=cancel
-        )
-        out = np.empty(prob.shape, np.float32)
-        out[rest] = q[:-1]
-        out[fg] = q[-1] * share
-        return out
     spatial = prob.shape[1:]
     if img.shape == spatial:
         has_channels = False
@@ -399,6 +390,9 @@ def refine_crf(
         )
     if len(spatial) not in (2, 3):
         raise SegNetError("refine_crf takes 2D images or stacks of them")
+    unary = prob
+    if foreground is not None:
+        unary, rest, fg, share = _merge(prob, foreground)
     dev = resolve_device(device)
     if not has_channels:
         img = img[..., None]
@@ -420,8 +414,14 @@ def refine_crf(
     if progress is not None:
         progress(0, total)
     if whole:
-        return _refine_one(img, prob, params, dev, step)
+        q = _refine_one(img, unary, params, dev, step)
+    else:
+        q = np.empty(unary.shape, np.float32)
+        for z in range(spatial[0]):
+            q[:, z] = _refine_one(img[z], unary[:, z], params, dev, step)
+    if foreground is None:
+        return q
     out = np.empty(prob.shape, np.float32)
-    for z in range(spatial[0]):
-        out[:, z] = _refine_one(img[z], prob[:, z], params, dev, step)
+    out[rest] = q[:-1]
+    out[fg] = q[-1] * share
     return out
