@@ -20,7 +20,7 @@ import napari_segnet as ns
 
 def naive_weight_map(labels, w0=10.0, sigma=5.0, class_balance=True):
     """One distance transform per object over the whole image, then the two smallest."""
-    from napari_segnet.weights import class_balance_weights
+    from napari_segnet.training.weights import class_balance_weights
 
     ids = [i for i in np.unique(labels) if i != 0]
     w = class_balance_weights(labels) if class_balance else np.ones(labels.shape, np.float32)

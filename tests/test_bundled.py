@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import napari_segnet as ns
-from napari_segnet.models.zoo import BUNDLED_DIR
+from napari_segnet.io.bundled import BUNDLED_DIR
 
 
 @pytest.fixture(scope="module")

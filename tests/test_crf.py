@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import napari_segnet as ns
-from napari_segnet.crf import UNARY_CLIP, intensity_scale
+from napari_segnet.postprocess.crf import UNARY_CLIP, intensity_scale
 
 
 def brute_force_crf(image, prob, n_iter, gsxy, gcompat, bsxy, bsrgb, bcompat):
@@ -216,7 +216,7 @@ def test_lattice_chunks_give_the_same_filter(monkeypatch):
     # The lattice is built chunk by chunk; the chunking must not change the result.
     import torch
 
-    from napari_segnet import lattice
+    from napari_segnet.postprocess import lattice
 
     rng = np.random.default_rng(3)
     feats = torch.from_numpy(rng.normal(0, 2, (5000, 5)).astype(np.float32))
@@ -235,7 +235,7 @@ def test_lattice_variants_agree(monkeypatch, setting):
     # features' range allows, else 64-bit. Each pair must build the same lattice.
     import torch
 
-    from napari_segnet import lattice
+    from napari_segnet.postprocess import lattice
 
     rng = np.random.default_rng(4)
     feats = torch.from_numpy(rng.normal(0, 2, (3000, 5)).astype(np.float32))
@@ -258,12 +258,12 @@ def test_gaussian_strips_match_scipy(shape, rows):
     import torch
     from scipy import ndimage as ndi
 
-    from napari_segnet import crf
+    from napari_segnet.postprocess import gaussian
 
     rng = np.random.default_rng(5)
     values = rng.random((*shape, 3), dtype=np.float32)
-    kern = crf._gaussian_1d(2.0, "cpu")
-    assert len(crf.gaussian_stages(2.0, "cpu")) == 1
+    kern = gaussian.gaussian_1d(2.0, "cpu")
+    assert len(gaussian.gaussian_stages(2.0, "cpu")) == 1
     expected = values.astype(np.float64)
     for ax in range(len(shape)):
         expected = ndi.correlate1d(expected, kern.double().numpy(), axis=ax, mode="constant")
@@ -272,7 +272,7 @@ def test_gaussian_strips_match_scipy(shape, rows):
     got = torch.empty_like(x)
     for start in range(0, shape[0], rows):
         stop = min(start + rows, shape[0])
-        got[start * rest : stop * rest] = crf._blur_rows(x, shape, [(kern, 1)], start, stop)
+        got[start * rest : stop * rest] = gaussian.blur_rows(x, shape, [(kern, 1)], start, stop)
     np.testing.assert_allclose(got.numpy().reshape(values.shape), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -285,11 +285,11 @@ def test_wide_gaussian_in_stages_is_the_gaussian(shape, sigma):
     import torch
     from scipy import ndimage as ndi
 
-    from napari_segnet import crf
+    from napari_segnet.postprocess import gaussian
 
-    stages = crf.gaussian_stages(sigma, "cpu")
+    stages = gaussian.gaussian_stages(sigma, "cpu")
     assert [d for _, d in stages][-1] > 1
-    assert sum(len(k) for k, _ in stages) < len(crf._gaussian_1d(sigma, "cpu"))
+    assert sum(len(k) for k, _ in stages) < len(gaussian.gaussian_1d(sigma, "cpu"))
     rng = np.random.default_rng(6)
     values = rng.random((*shape, 2), dtype=np.float32)
     t = np.arange(-6 * sigma, 6 * sigma + 1)
@@ -305,10 +305,10 @@ def test_wide_gaussian_in_stages_is_the_gaussian(shape, sigma):
     got = torch.empty_like(x)
     for start in range(0, shape[0], 7):
         stop = min(start + 7, shape[0])
-        got[start * rest : stop * rest] = crf._blur_rows(x, shape, stages, start, stop)
+        got[start * rest : stop * rest] = gaussian.blur_rows(x, shape, stages, start, stop)
     got = got.numpy().reshape(values.shape) / scale
     np.testing.assert_allclose(got, expected, atol=1e-4)
-    got_ones = crf._blurred_ones(shape, stages).numpy().reshape(shape) / scale
+    got_ones = gaussian.blurred_ones(shape, stages).numpy().reshape(shape) / scale
     np.testing.assert_allclose(got_ones, ones, atol=1e-4)
 
 
@@ -317,10 +317,10 @@ def test_wide_gaussian_refinement_matches_scipy():
     # against one computed with scipy's exact (untruncated) separable Gaussian.
     from scipy import ndimage as ndi
 
-    from napari_segnet import crf
+    from napari_segnet.postprocess import gaussian
 
     sigma, shape = 12.0, (60, 80)
-    assert len(crf.gaussian_stages(sigma, "cpu", max(shape))) == 2
+    assert len(gaussian.gaussian_stages(sigma, "cpu", max(shape))) == 2
     img, coarse, _gt = _scene(4, shape)
     got = ns.refine_crf(img, coarse, 4, sigma, 5.0, 80.0, 13.0, 0.0, device="cpu")
     t = np.arange(-6 * sigma, 6 * sigma + 1)
@@ -342,11 +342,11 @@ def test_wide_gaussian_refinement_matches_scipy():
 
 
 def test_strips_and_chunks_do_not_change_the_refinement(monkeypatch):
-    from napari_segnet import crf, lattice
+    from napari_segnet.postprocess import crf, lattice
 
     img, coarse, _gt = _scene(3, (70, 90))
     whole = ns.refine_crf(img, coarse, device="cpu")
-    monkeypatch.setattr(crf, "_STRIP", 300)
+    monkeypatch.setattr(crf, "STRIP", 300)
     monkeypatch.setitem(lattice._CHUNK, "cpu", 1024)
     np.testing.assert_allclose(ns.refine_crf(img, coarse, device="cpu"), whole, atol=1e-5)
 

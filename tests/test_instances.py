@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 import napari_segnet as ns
+from napari_segnet.metrics import iou_matrix
 from napari_segnet.training.targets import instance_classes
 
 
@@ -63,7 +64,7 @@ def nearly_same_partition(a, b, max_pixels: int = 10) -> bool:
     the whole array) may go to the other one."""
     if ((a == 0) != (b == 0)).any() or a.max() != b.max():
         return False
-    iou = ns.metrics.iou_matrix(a, b)
+    iou = iou_matrix(a, b)
     match = iou.argmax(1) + 1
     mapped = np.concatenate([[0], match])[a]
     return bool(ns.average_precision(a, b, 0.9) == 1.0 and (mapped != b).sum() <= max_pixels)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import napari_segnet as ns
-from napari_segnet.axes import guess_axes, make_layout, mirror_index, read_region
+from napari_segnet.engine.axes import guess_axes, make_layout, mirror_index, read_region
+from napari_segnet.engine.tiling import border_pad
 
 from .conftest import randomize_norm_stats
 
@@ -28,14 +29,14 @@ def _untiled(image: np.ndarray, model, axes: str, border=None) -> np.ndarray:
     Written without the engine: numpy's reflect padding by the border padding (plus
     up to the divisor), percentile normalisation per image, softmax.
     """
-    layout = ns.axes.make_layout(image.shape, axes, model.dims, model.in_channels)
+    layout = make_layout(image.shape, axes, model.dims, model.in_channels)
     x = np.moveaxis(image, layout.channel, 0) if layout.channel is not None else image[None]
     x = x.astype(np.float64)
     outer_n = len(layout.outer)
     x = np.moveaxis(x, 0, outer_n)  # outer..., C, spatial
     lo, hi = np.percentile(x, [1.0, 99.8])
     x = ((x - lo) / (hi - lo)).astype(np.float32)
-    h, d = ns.tiling.border_pad(model, border), model.divisor
+    h, d = border_pad(model, border), model.divisor
     spatial = x.shape[outer_n + 1 :]
     pads = [(0, 0)] * (outer_n + 1) + [(h, h + (-s) % d) for s in spatial]
     xp = np.pad(x, pads, mode="reflect")
@@ -63,7 +64,7 @@ def test_any_border_padding_is_exact(small_unet, border):
     for tile in (16, 40):
         got = predict(img, small_unet, tile_size=tile, border=border)
         np.testing.assert_allclose(got, ref, atol=1e-4)
-    assert ns.tiling.border_pad(small_unet, 1000) == small_unet.halo
+    assert border_pad(small_unet, 1000) == small_unet.halo
 
 
 @pytest.mark.parametrize(
@@ -106,7 +107,7 @@ def test_2d_model_over_stacks(small_unet, axes, shape):
     got = predict(img, small_unet, axes=axes, tile_size=16)
     assert got.shape == (3, *shape)
     # Each slice equals the slice run alone (normalised like the stack).
-    lay = ns.axes.make_layout(shape, axes, 2, 1)
+    lay = make_layout(shape, axes, 2, 1)
     lo, hi = np.percentile(img, [1.0, 99.8]) if "T" not in axes else (None, None)
     sl = [0] * len(shape)
     for ax in lay.spatial:

@@ -6,23 +6,15 @@ The core (this package) imports neither Qt nor napari; the napari plugin lives i
 
 from . import data
 from ._version import __version__
-from .crf import refine_crf
-from .dask_engine import predict_dask
+from .engine import predict, predict_dask
 from .errors import Cancelled, ModelFileError, SegNetError
-from .instances import label_instances, label_instances_blockwise
+from .io import available_models, load_model, save_model
 from .metrics import average_precision, mean_iou
-from .models import (
-    SegNet,
-    architectures,
-    available_models,
-    build_model,
-    load_model,
-    save_model,
-)
+from .models import SegNet, architectures, build_model
+from .postprocess import label_instances, label_instances_blockwise, refine_crf
 from .segment import SegmentResult, segment
-from .tiling import predict
 from .training import TrainingUpdate, train
-from .weights import boundary_weight_map
+from .training.weights import boundary_weight_map
 
 __all__ = [
     "Cancelled",

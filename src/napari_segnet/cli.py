@@ -36,7 +36,7 @@ def _segment(args: argparse.Namespace) -> int:
     from skimage.io import imsave
 
     import napari_segnet as ns
-    from napari_segnet.io import expand_inputs, overlay_png, read_image
+    from napari_segnet.io.images import expand_inputs, overlay_png, read_image
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def _segment(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     import napari_segnet as ns
-    from napari_segnet.io import expand_inputs, read_image
+    from napari_segnet.io.images import expand_inputs, read_image
 
     imgs, p1 = expand_inputs(args.images)
     labs, p2 = expand_inputs(args.labels)

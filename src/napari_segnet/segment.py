@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 from skimage.transform import resize
 
-from .axes import make_layout
+from .engine.axes import make_layout
+from .engine.tiling import Progress, _as_source, make_plan, run_plan, semantic_dtype
 from .errors import SegNetError
-from .instances import label_instances, label_instances_blockwise
 from .models.base import SegNet
-from .tiling import Progress, _as_source, make_plan, run_plan, semantic_dtype
+from .postprocess.instances import label_instances, label_instances_blockwise
 
 COMPLETE_ATTR = "napari_segnet_complete"
 

@@ -13,7 +13,8 @@ from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
 
 from ..errors import Cancelled, SegNetError
-from ..models import SegNet, available_models, load_model
+from ..io.bundled import available_models, load_model
+from ..models import SegNet
 
 # Models trained in this napari session, by name: the Segment widget lists them.
 SESSION_MODELS: dict[str, SegNet] = {}

@@ -25,7 +25,8 @@ def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
     SegmentResult
         Also added to the viewer as ``"<layer> semantic"`` and ``"<layer> instances"``.
     """
-    from ..models import SegNet, load_model
+    from ..io.bundled import load_model
+    from ..models import SegNet
 
     if isinstance(layer, str):
         layer = viewer.layers[layer]

@@ -15,7 +15,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ..devices import available_devices
+from ..engine.devices import available_devices
 from ..segment import segment
 from ._common import JobPanel, layer_axes, model_choices, on_models_changed, put_layer, report
 from ._common import resolve_model as _resolve_model

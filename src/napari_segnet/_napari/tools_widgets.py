@@ -15,9 +15,9 @@ from magicgui.widgets import (
 )
 from napari.qt.threading import thread_worker
 
-from ..crf import refine_crf
 from ..errors import SegNetError
-from ..weights import boundary_weight_map
+from ..postprocess.crf import refine_crf
+from ..training.weights import boundary_weight_map
 from ._common import JobPanel, as_array, put_layer, report
 
 

@@ -17,9 +17,9 @@ from magicgui.widgets import (
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
 
-from ..devices import available_devices
-from ..models import save_model
-from ..tiling import predict
+from ..engine import predict
+from ..engine.devices import available_devices
+from ..io.model_files import save_model
 from ..training import train
 from ._common import Job, add_session_model, as_array, layer_axes, put_layer, relay, report
 from .plot import CurvePlot

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..axes import make_layout
+from ..engine.axes import make_layout
+from ..engine.normalize import apply_normalization, normalization_stats
 from ..errors import SegNetError
-from ..normalize import apply_normalization, normalization_stats
 from .augment import Augmentation, augment
 from .targets import IGNORE
 

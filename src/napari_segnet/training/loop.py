@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from skimage.measure import regionprops
 
-from ..devices import resolve_device
+from ..engine import predict
+from ..engine.devices import resolve_device
 from ..errors import SegNetError
-from ..instances import label_instances
 from ..metrics import average_precision, mean_iou
 from ..models import SegNet, build_model
-from ..tiling import predict
+from ..postprocess.instances import label_instances
 from .augment import Augmentation
 from .data import Pair, PatchSampler, as_list, load_pairs, split_validation
 from .targets import IGNORE, INSTANCE_CLASSES, TARGETS, make_target
@@ -183,7 +183,7 @@ def _pretrained(
         if not fits or model_options is not None:
             return None
         pretrained = "nuclei"
-    from ..models.zoo import load_model
+    from ..io.bundled import load_model
 
     if model_options is not None:
         raise SegNetError("model_options cannot change the architecture of a pretrained model")

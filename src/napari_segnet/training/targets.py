@@ -6,7 +6,7 @@ import numpy as np
 from skimage.segmentation import find_boundaries
 
 from ..errors import SegNetError
-from ..weights import boundary_weight_map
+from .weights import boundary_weight_map
 
 TARGETS = ("instances", "semantic", "scribbles")
 IGNORE = -1

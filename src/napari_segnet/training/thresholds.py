@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..instances import label_instances
 from ..metrics import average_precision
+from ..postprocess.instances import label_instances
 
 # Candidate seed (interior) and foreground thresholds for ``label_instances``.
 INTERIOR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .errors import SegNetError
+from ..errors import SegNetError
 
 # The border term is dropped where it is below this, so every value stays within it
 # (the definition allows 0.01).

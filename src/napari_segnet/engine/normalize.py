@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SegNetError
 from .axes import Layout
-from .errors import SegNetError
 
 _MAX_SAMPLES = 4_000_000
 

@@ -25,10 +25,10 @@ import numpy as np
 import psutil
 import torch
 
+from ..errors import Cancelled, SegNetError
+from ..models.base import SegNet
 from .axes import Layout, make_layout, read_region
 from .devices import resolve_device
-from .errors import Cancelled, SegNetError
-from .models.base import SegNet
 from .normalize import normalization_stats, outer_positions
 
 Progress = Callable[[int, int], None] | None

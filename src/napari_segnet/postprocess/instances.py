@@ -8,7 +8,7 @@ from skimage.feature import peak_local_max
 from skimage.measure import label as cc_label
 from skimage.segmentation import relabel_sequential, watershed
 
-from .errors import SegNetError
+from ..errors import SegNetError
 
 
 def _boundary_instances(
@@ -215,7 +215,7 @@ def label_instances_blockwise(
     array
         ``out``, holding ids 1..N (0 = background).
     """
-    from .errors import Cancelled
+    from ..errors import Cancelled
 
     shape = tuple(int(s) for s in probabilities.shape[1:])
     spatial = len(shape)

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFileError
-from .base import SegNet
-from .files import SUFFIX, load_model_file
+from ..models.base import SegNet
+from .model_files import SUFFIX, load_model_file
 
-BUNDLED_DIR = Path(__file__).parent / "bundled"
+BUNDLED_DIR = Path(__file__).parent.parent / "models" / "bundled"
 
 
 def available_models() -> list[str]:

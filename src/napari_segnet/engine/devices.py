@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import SegNetError
+from ..errors import SegNetError
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 

@@ -13,9 +13,9 @@ import copy
 import dask.array as da
 import numpy as np
 
+from ..models.base import SegNet
 from .axes import Layout, make_layout
 from .devices import resolve_device
-from .models.base import SegNet
 from .normalize import normalization_stats
 from .tiling import Plan, _roundup, border_pad, out_index, plan_tiles, run_tiles, tile_reader
 

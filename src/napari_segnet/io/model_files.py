@@ -12,8 +12,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import ModelFileError
-from .base import SegNet
-from .registry import build_from_config
+from ..models.base import SegNet
+from ..models.registry import build_from_config
 
 FORMAT = "napari-segnet"
 FORMAT_VERSION = 1

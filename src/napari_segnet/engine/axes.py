@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SegNetError
+from ..errors import SegNetError
 
 AXES_LETTERS = "TZCYX"
 
