@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegNetError
+from ..options import Normalization
 from .axes import Layout
 
 _MAX_SAMPLES = 4_000_000
@@ -30,7 +31,9 @@ def _subsample(src, layout: Layout, fixed: dict[int, int]) -> np.ndarray:
     return np.moveaxis(sample, remaining.index(layout.channel), 0).reshape(layout.n_channels, -1)
 
 
-def normalization_stats(src, layout: Layout, spec: dict[str, Any] | None) -> np.ndarray:
+def normalization_stats(
+    src, layout: Layout, spec: Normalization | dict[str, Any] | None
+) -> np.ndarray:
     """Per outer position and channel: the ``(offset, scale)`` that normalise the image.
 
     Percentile normalisation maps the ``low`` percentile to 0 and the ``high`` one to 1,
@@ -41,19 +44,16 @@ def normalization_stats(src, layout: Layout, spec: dict[str, Any] | None) -> np.
     numpy.ndarray
         ``(*outer_shape, C, 2)`` float64 array of offsets and scales.
     """
-    spec = spec or {"kind": "percentile", "low": 1.0, "high": 99.8}
-    kind = spec.get("kind", "percentile")
+    norm = spec if isinstance(spec, Normalization) else Normalization.from_dict(spec)
     out = np.zeros((*layout.outer_shape, layout.n_channels, 2))
     out[..., 1] = 1.0
-    if kind == "none":
+    if norm.kind == "none":
         return out
-    if kind == "fixed":
-        out[..., 0] = float(spec.get("offset", 0.0))
-        out[..., 1] = float(spec.get("scale", 1.0))
+    if norm.kind == "fixed":
+        out[..., 0] = norm.offset
+        out[..., 1] = norm.scale
         return out
-    if kind != "percentile":
-        raise SegNetError(f"unknown normalisation kind {kind!r}")
-    lo_p, hi_p = float(spec.get("low", 1.0)), float(spec.get("high", 99.8))
+    lo_p, hi_p = norm.low, norm.high
     t_pos = layout.outer.index(layout.time) if layout.time in layout.outer else None
     t_values = range(layout.shape[layout.time]) if layout.time is not None else [None]
     for t in t_values:

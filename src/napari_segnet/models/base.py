@@ -8,17 +8,12 @@ from typing import Any
 
 from torch import nn
 
+from ..options import ModelMeta
+
 
 def default_meta(n_classes: int) -> dict[str, Any]:
     """Training metadata of a fresh, untrained model."""
-    return {
-        "classes": ["background"] + [f"class {i}" for i in range(1, n_classes)],
-        "target": "semantic",
-        "normalization": {"kind": "percentile", "low": 1.0, "high": 99.8},
-        "diameter": None,
-        "pixel_size": None,
-        "trained": False,
-    }
+    return ModelMeta.default(n_classes).to_dict()
 
 
 class SegNet(nn.Module):
@@ -39,6 +34,8 @@ class SegNet(nn.Module):
         Training metadata: class names, target kind, normalisation, object diameter.
     history : dict
         Per-epoch training curves (empty for an untrained model).
+    source : str or None
+        Where the model was loaded from: a bundled model's name or a file path.
     """
 
     dims: int
@@ -53,6 +50,7 @@ class SegNet(nn.Module):
         self.n_classes = int(config["n_classes"])
         self.meta: dict[str, Any] = default_meta(self.n_classes)
         self.history: dict[str, Any] = {}
+        self.source: str | None = None
         self.divisor = 1
         self.receptive_radius = 0
         self.halo = 0
@@ -61,6 +59,11 @@ class SegNet(nn.Module):
         self.divisor = int(divisor)
         self.receptive_radius = math.ceil(radius)
         self.halo = int(math.ceil(self.receptive_radius / self.divisor) * self.divisor)
+
+    @property
+    def metadata(self) -> ModelMeta:
+        """``meta`` read as typed settings (a fresh, read-only view)."""
+        return ModelMeta.from_dict(self.meta)
 
     @property
     def arch(self) -> str:

@@ -8,7 +8,10 @@ from skimage.feature import peak_local_max
 from skimage.measure import label as cc_label
 from skimage.segmentation import relabel_sequential, watershed
 
-from ..errors import SegNetError
+from ..errors import Cancelled, SegNetError
+from ..options import InstanceOptions
+
+_DEFAULT = InstanceOptions()
 
 
 def _boundary_instances(
@@ -69,13 +72,13 @@ def _component_instances(
 def label_instances(
     probabilities: np.ndarray,
     *,
-    mode: str = "auto",
+    mode: str = _DEFAULT.mode,
     ndim: int | None = None,
-    interior_threshold: float = 0.5,
-    foreground_threshold: float = 0.5,
-    min_size: int | None = None,
-    split_touching: bool = False,
-    min_distance: int = 5,
+    interior_threshold: float = _DEFAULT.interior_threshold,
+    foreground_threshold: float = _DEFAULT.foreground_threshold,
+    min_size: int | None = _DEFAULT.min_size,
+    split_touching: bool = _DEFAULT.split_touching,
+    min_distance: int = _DEFAULT.min_distance,
 ) -> np.ndarray:
     """Turn class probabilities into instance labels.
 
@@ -109,44 +112,58 @@ def label_instances(
     numpy.ndarray
         int32 labels of shape ``spatial``; 0 is background, ids are 1..N.
     """
+    opts = InstanceOptions(
+        mode=mode,
+        interior_threshold=interior_threshold,
+        foreground_threshold=foreground_threshold,
+        min_size=min_size,
+        split_touching=split_touching,
+        min_distance=min_distance,
+    )
     prob = np.asarray(probabilities)
     if prob.ndim < 3:
         raise SegNetError(f"probabilities must be (C, Y, X) or (C, Z, Y, X), not {prob.shape}")
-    if prob.shape[0] < 2:
-        raise SegNetError("probabilities need at least two classes (background first)")
     if np.isnan(prob).any():
         raise SegNetError("probabilities contain NaN")
     spatial = prob.ndim - 1
-    ndim = spatial if ndim is None else int(ndim)
-    if ndim not in (2, 3) or ndim > spatial:
-        raise SegNetError(f"ndim must be 2 or 3 and at most {spatial}")
-    if mode == "auto":
-        mode = "boundary" if prob.shape[0] == 3 else "components"
-    if mode not in ("boundary", "components"):
-        raise SegNetError(f"mode must be 'auto', 'boundary' or 'components', not {mode!r}")
-    if mode == "boundary" and prob.shape[0] != 3:
-        raise SegNetError("mode='boundary' needs background/interior/boundary probabilities")
-    min_size = (8 if ndim == 2 else 27) if min_size is None else int(min_size)
+    ndim = _check_ndim(ndim, spatial)
+    kw = _label_kwargs(opts, prob.shape[0], ndim)
     if ndim != spatial:
         outer = prob.shape[1 : 1 + spatial - ndim]
         out = np.zeros(prob.shape[1:], np.int32)
         offset = 0
         for idx in np.ndindex(*outer):
-            lab = _label(
-                prob[(slice(None), *idx)],
-                mode,
-                interior_threshold,
-                foreground_threshold,
-                min_size,
-                split_touching,
-                min_distance,
-            )[0]
+            lab = _label(prob[(slice(None), *idx)], **kw)[0]
             out[idx] = np.where(lab > 0, lab + offset, 0)
             offset += int(lab.max())
         return out
-    return _label(
-        prob, mode, interior_threshold, foreground_threshold, min_size, split_touching, min_distance
-    )[0]
+    return _label(prob, **kw)[0]
+
+
+def _check_ndim(ndim: int | None, spatial: int) -> int:
+    ndim = spatial if ndim is None else int(ndim)
+    if ndim not in (2, 3) or ndim > spatial:
+        raise SegNetError(f"ndim must be 2 or 3 and at most {spatial}")
+    return ndim
+
+
+def _label_kwargs(opts: InstanceOptions, n_classes: int, ndim: int) -> dict:
+    """The arguments of :func:`_label`: the mode resolved, the size for ``ndim``."""
+    if n_classes < 2:
+        raise SegNetError("probabilities need at least two classes (background first)")
+    mode = opts.mode
+    if mode == "auto":
+        mode = "boundary" if n_classes == 3 else "components"
+    if mode == "boundary" and n_classes != 3:
+        raise SegNetError("mode='boundary' needs background/interior/boundary probabilities")
+    return {
+        "mode": mode,
+        "interior_threshold": opts.interior_threshold,
+        "foreground_threshold": opts.foreground_threshold,
+        "min_size": opts.min_size_for(ndim),
+        "split_touching": opts.split_touching,
+        "min_distance": opts.min_distance,
+    }
 
 
 def _label(
@@ -215,13 +232,10 @@ def label_instances_blockwise(
     array
         ``out``, holding ids 1..N (0 = background).
     """
-    from ..errors import Cancelled
-
+    opts = InstanceOptions.from_dict(options)
     shape = tuple(int(s) for s in probabilities.shape[1:])
     spatial = len(shape)
-    ndim = spatial if ndim is None else int(ndim)
-    if ndim not in (2, 3) or ndim > spatial:
-        raise SegNetError(f"ndim must be 2 or 3 and at most {spatial}")
+    ndim = _check_ndim(ndim, spatial)
     if halo < 0:
         raise SegNetError("halo must not be negative")
     if out is None:
@@ -230,27 +244,7 @@ def label_instances_blockwise(
         raise SegNetError(f"out has shape {tuple(out.shape)}, expected {shape}")
     n_outer = spatial - ndim
     inner = shape[n_outer:]
-    n_classes = int(probabilities.shape[0])
-    mode = options.pop("mode", "auto")
-    if mode == "auto":
-        mode = "boundary" if n_classes == 3 else "components"
-    min_size = options.pop("min_size", None)
-    opts = {
-        "mode": mode,
-        "interior_threshold": options.pop("interior_threshold", 0.5),
-        "foreground_threshold": options.pop("foreground_threshold", 0.5),
-        "min_size": (8 if ndim == 2 else 27) if min_size is None else int(min_size),
-        "split_touching": options.pop("split_touching", False),
-        "min_distance": options.pop("min_distance", 5),
-    }
-    if options:
-        raise SegNetError(f"unknown option(s) {sorted(options)} for label_instances")
-    if n_classes < 2 or (mode == "boundary" and n_classes != 3):
-        raise SegNetError(
-            "mode='boundary' needs background/interior/boundary probabilities"
-            if n_classes >= 2
-            else "probabilities need at least two classes"
-        )
+    opts = _label_kwargs(opts, int(probabilities.shape[0]), ndim)
     if block_size is None:
         block_size = 1024 if ndim == 2 else 128
     block = (block_size,) * ndim if np.isscalar(block_size) else tuple(block_size)
