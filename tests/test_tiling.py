@@ -12,7 +12,7 @@ import torch
 
 import napari_segnet as ns
 from napari_segnet.engine.axes import guess_axes, make_layout, mirror_index, read_region
-from napari_segnet.engine.tiling import border_pad
+from napari_segnet.engine.geometry import border_pad
 
 from .conftest import randomize_norm_stats
 

@@ -1,6 +1,6 @@
 """The overlap-tile engine: axes, normalisation, tile geometry, memory, runner, sinks."""
 
 from .dask_engine import predict_dask
-from .tiling import predict
+from .predict import predict
 
 __all__ = ["predict", "predict_dask"]

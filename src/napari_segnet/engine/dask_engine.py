@@ -16,8 +16,11 @@ import numpy as np
 from ..models.base import SegNet
 from .axes import Layout, make_layout
 from .devices import resolve_device
+from .geometry import border_pad, plan_tiles, roundup
 from .normalize import normalization_stats
-from .tiling import Plan, _roundup, border_pad, out_index, plan_tiles, run_tiles, tile_reader
+from .plan import Plan, tile_reader
+from .runner import run_tiles
+from .sinks import ArraySink
 
 
 def _axis_chunks(n: int, chunk: int, minimum: int) -> tuple[int, ...]:
@@ -82,7 +85,7 @@ def predict_dask(
     n_out = len(layout.outer)
     h, d = model.halo, model.divisor
     edge = chunk_size or (1024 if model.dims == 2 else 128)
-    edge = max(_roundup(int(edge), d), _roundup(h + d, d))
+    edge = max(roundup(int(edge), d), roundup(h + d, d))
     chunks = (*tuple((1,) * s for s in canon.outer_shape), (canon.n_channels,))
     # Every chunk holds the halo its neighbours read, and the last one also what the
     # mirror at the far border reads.
@@ -132,7 +135,7 @@ class _BlockPredictor:
         hi = tuple(a + s for a, s in zip(lo, size))
         origin = tuple(max(0, a - h) for a in lo)
         outers = [tuple(a + b for a, b in zip(outer0, o)) for o in np.ndindex(*shape_out[:n_out])]
-        core = tuple(_roundup(s, self.model.divisor) for s in size)
+        core = tuple(roundup(s, self.model.divisor) for s in size)
         tiles, core = plan_tiles(
             lo, hi, core, self.model.divisor, outers, halo=h, pad=self.pad, shape=lay.spatial_shape
         )
@@ -140,18 +143,14 @@ class _BlockPredictor:
         plan = Plan(lay, self.stats, tiles, core, self.batch_size, dev, self.pad)
         out = np.zeros(shape_out, np.float32)
         read = tile_reader(block, plan, self.model, origin=origin, outer_offset=outer0)
-
-        def write(t, p):
-            idx = out_index(lay, t, outer_offset=outer0, region_offset=lo)
-            # out_index yields (outer..., spatial...); the class axis sits between.
-            out[(*idx[:n_out], slice(None), *idx[n_out:])] = p
-
+        # The block's axes are (outer..., class, spatial...).
+        sink = ArraySink(lay, out, class_axis=n_out, outer_offset=outer0, region_offset=lo)
         run_tiles(
             self.model,
             tiles,
             core,
             read,
-            write,
+            sink,
             device=dev,
             batch_size=self.batch_size,
             precision=self.precision,

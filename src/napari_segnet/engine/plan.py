@@ -1,0 +1,116 @@
+"""Planning one image: the checked input, its normalisation, tiles and batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import SegNetError
+from ..models.base import SegNet
+from .axes import Layout, make_layout, read_region
+from .devices import resolve_device
+from .geometry import Tile, border_pad, plan_tiles, roundup
+from .memory import activation_bytes_per_pixel, choose_core, memory_budget, tile_pixels
+from .normalize import normalization_stats, outer_positions
+
+
+def as_source(image):
+    """Keep numpy, zarr and dask arrays as they are (read lazily); turn the rest into numpy."""
+    if hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__"):
+        return image
+    return np.asarray(image)
+
+
+def check_image(src) -> None:
+    """Refuse images that cannot be segmented, with a message that says why."""
+    dt = np.dtype(src.dtype)
+    if dt.kind not in "biuf":
+        raise SegNetError(f"cannot segment an image of dtype {dt}; give a numeric array")
+    if isinstance(src, np.ndarray) and src.size and dt.kind == "f" and np.isnan(src).any():
+        raise SegNetError("the image contains NaN values; replace them before segmenting")
+
+
+@dataclass
+class Plan:
+    """Everything the engine needs to run one image."""
+
+    layout: Layout
+    stats: np.ndarray
+    tiles: list[Tile]
+    core: tuple[int, ...]
+    batch_size: int
+    device: torch.device
+    pad: int = 0
+
+
+def make_plan(
+    src,
+    model: SegNet,
+    axes: str | None,
+    tile_size,
+    batch_size: int | None,
+    device,
+    precision: str = "auto",
+    border: int | None = None,
+) -> Plan:
+    """Check the input, compute normalisation, and lay out tiles and batches."""
+    if not isinstance(model, SegNet):
+        raise SegNetError("model must be a napari-segnet model (build_model, load_model or train)")
+    check_image(src)
+    layout = make_layout(tuple(src.shape), axes, model.dims, model.in_channels)
+    dev = resolve_device(device)
+    stats = normalization_stats(src, layout, model.meta.get("normalization"))
+    shape = layout.spatial_shape
+    factor = 0.5 if (dev.type == "cuda" and precision != "float32") else 1.0
+    budget = memory_budget(dev)
+    pad = border_pad(model, border)
+    if tile_size is None:
+        core = choose_core(shape, model, budget, factor, pad)
+    else:
+        ts = (tile_size,) * model.dims if np.isscalar(tile_size) else tuple(tile_size)
+        if len(ts) != model.dims or min(ts) < 1:
+            raise SegNetError(
+                f"tile_size must be a positive int or {model.dims} ints, not {tile_size!r}"
+            )
+        core = tuple(roundup(int(t), model.divisor) for t in ts)
+    outers = list(outer_positions(layout))
+    tiles, core = plan_tiles(
+        (0,) * model.dims, shape, core, model.divisor, outers, halo=model.halo, pad=pad, shape=shape
+    )
+    tile_bytes = tile_pixels(core, shape, model, pad) * activation_bytes_per_pixel(model)
+    if tile_bytes * factor > 4 * budget:
+        raise SegNetError(
+            f"one tile needs about {tile_bytes * factor / 2**30:.1f} GiB but only "
+            f"{budget / 2**30:.1f} GiB are free on {dev}: the model's receptive field "
+            f"(halo {model.halo} px) is too large for this device; use a smaller tile_size, "
+            "or a model with smaller dilation rates / pool_size"
+        )
+    if batch_size is None:
+        # On the CPU one large tile at a time is fastest (batches only add memory
+        # traffic); accelerators get as many tiles as fit.
+        fit = int(np.clip(budget // max(tile_bytes * factor, 1), 1, 32))
+        batch_size = 1 if dev.type == "cpu" else fit
+    if int(batch_size) < 1:
+        raise SegNetError("batch_size must be at least 1")
+    return Plan(layout, stats, tiles, core, int(min(batch_size, max(len(tiles), 1))), dev, pad)
+
+
+def stats_at(stats: np.ndarray, outer: tuple[int, ...]) -> np.ndarray:
+    return stats[outer] if outer else stats
+
+
+def tile_reader(src, plan: Plan, model: SegNet, origin=None, outer_offset=None):
+    """A function that reads one tile's raw input (mirrored past the border) and its
+    ``(C, 2)`` normalisation offsets and scales."""
+
+    def read(t: Tile) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = t.in_lo, t.in_hi
+        o = t.outer if outer_offset is None else tuple(a - b for a, b in zip(t.outer, outer_offset))
+        block = read_region(src, plan.layout, o, lo, hi, origin)
+        if block.dtype.kind == "f" and np.isnan(block).any():
+            raise SegNetError("the image contains NaN values; replace them before segmenting")
+        return block, stats_at(plan.stats, t.outer)
+
+    return read

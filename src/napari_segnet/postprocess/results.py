@@ -1,0 +1,75 @@
+"""From probabilities to the results ``segment`` returns: CRF, classes, instances."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..errors import SegNetError
+from ..models.base import SegNet
+from .crf import refine_crf
+from .instances import label_instances
+
+# What an instance model's three classes are; the CRF keeps the boundary class for them.
+_INSTANCE_FOREGROUND = (1, 2)
+
+
+def instance_options(model: SegNet, overrides: dict | None) -> dict:
+    """Keyword arguments for :func:`label_instances`: the model's stored options, then
+    the caller's (checked here, before any work)."""
+    overrides = dict(overrides or {})
+    ndim = overrides.pop("ndim", model.dims)
+    opts = model.metadata.instance_options.replace(**overrides)
+    return {**opts.changed(), "ndim": ndim}
+
+
+def crf_params(model: SegNet, crf: bool | dict) -> dict:
+    """Keyword arguments for :func:`refine_crf` from ``segment``'s ``crf`` argument.
+
+    For instance models (background, interior, boundary) objects are refined against
+    the background as one class, so the thin boundary class survives.
+    """
+    params = dict(crf) if isinstance(crf, dict) else {}
+    meta = model.metadata
+    if meta.target == "instances" and model.n_classes == 3:
+        params = {"foreground": _INSTANCE_FOREGROUND, **params}
+    return params
+
+
+def crf_image(src, layout) -> np.ndarray:
+    """The image with axes like the outputs and any channel axis last, for the CRF."""
+    img = np.asarray(src)
+    if layout.channel is not None:
+        img = np.moveaxis(img, layout.channel, -1)
+    if img.ndim - (layout.channel is not None) > 3:
+        raise SegNetError("crf=True takes 2D images, stacks or volumes (at most 3 axes)")
+    return img
+
+
+def finish(
+    prob: np.ndarray,
+    model: SegNet,
+    *,
+    image=None,
+    layout=None,
+    crf: bool | dict = False,
+    instances: bool,
+    options: dict,
+    semantic_dtype: np.dtype,
+    device="auto",
+    cancel: threading.Event | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Refine (optionally) and label in-memory probabilities.
+
+    Returns
+    -------
+    tuple
+        ``(probabilities, semantic, instances or None)``.
+    """
+    if crf:
+        params = crf_params(model, crf)
+        prob = refine_crf(crf_image(image, layout), prob, device=device, cancel=cancel, **params)
+    semantic = prob.argmax(0).astype(semantic_dtype)
+    labels = label_instances(prob, **options) if instances else None
+    return prob, semantic, labels
