@@ -13,3 +13,14 @@ class Cancelled(RuntimeError):
 
 class ModelFileError(SegNetError):
     """A model file is missing, corrupt, not a napari-segnet file, or of an unknown version."""
+
+
+class ModelConfigError(SegNetError):
+    """An architecture, its options or its dimensions are not valid for ``build_model``."""
+
+
+class NotAModelError(SegNetError, TypeError):
+    """Something other than a napari-segnet model was given where a model is needed.
+
+    Also a ``TypeError``, which is what such a call raised before.
+    """

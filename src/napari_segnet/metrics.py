@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import SegNetError
+
 
 def iou_matrix(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """IoU between every ground-truth object (rows) and predicted object (columns).
@@ -46,10 +48,14 @@ def average_precision(
         One score per threshold (1.0 when both are empty).
     """
     if np.shape(gt) != np.shape(pred):
-        raise ValueError(f"shapes differ: {np.shape(gt)} vs {np.shape(pred)}")
+        raise SegNetError(
+            f"shapes differ: {np.shape(gt)} vs {np.shape(pred)}; compare labels of the same image"
+        )
     ts = np.atleast_1d(np.asarray(thresholds, float))
     if (ts < 0.5).any():
-        raise ValueError("thresholds must be at least 0.5")
+        raise SegNetError(
+            f"IoU thresholds must be at least 0.5 (for unique matches), not {ts.min():g}"
+        )
     iou = iou_matrix(gt, pred)
     n_g, n_p = iou.shape
     out = []

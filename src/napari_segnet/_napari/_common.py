@@ -1,4 +1,7 @@
-"""Helpers shared by the widgets: layer <-> array conversion, models of this session, runs."""
+"""Helpers shared by the panels: models of this session, jobs in worker threads, errors.
+
+Layer <-> array helpers are in :mod:`.layers`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from napari.qt.threading import thread_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
@@ -49,62 +51,9 @@ def resolve_model(choice: str, path) -> SegNet:
         return SESSION_MODELS[choice]
     if choice == "from file...":
         if not path or str(path) in (".", ""):
-            raise SegNetError("choose a model file first")
+            raise SegNetError('choose a model file first (the "model file" field)')
         return load_model(path)
     return load_model(choice)
-
-
-def layer_axes(layer, rgb: bool | None = None) -> str:
-    """Axes string for a layer's data: the last two are YX, RGB adds C, others are Z/T."""
-    nd = layer.data.ndim
-    is_rgb = getattr(layer, "rgb", False) if rgb is None else rgb
-    spatial = nd - (1 if is_rgb else 0)
-    lead = {2: "", 3: "Z", 4: "TZ", 5: "TZC"}.get(spatial)
-    if lead is None:
-        raise SegNetError(f"cannot handle a layer with {nd} dimensions")
-    labels = [str(a).upper() for a in getattr(layer, "axis_labels", ())][-spatial:]
-    if len(labels) == spatial and all(a in "TZYXC" for a in labels) and len(set(labels)) == spatial:
-        axes = "".join(labels)
-        if "Y" in axes and "X" in axes:
-            return axes + ("C" if is_rgb else "")
-    return lead + "YX" + ("C" if is_rgb else "")
-
-
-def layer_kwargs(layer, drop_leading: int = 0) -> dict[str, Any]:
-    """Scale, translate and axis labels to copy from ``layer`` (without RGB's channel)."""
-    nd = layer.ndim
-    out = {
-        "scale": tuple(layer.scale)[drop_leading:nd],
-        "translate": tuple(layer.translate)[drop_leading:nd],
-    }
-    labels = getattr(layer, "axis_labels", None)
-    if labels is not None:
-        out["axis_labels"] = tuple(labels)[drop_leading:nd]
-    return out
-
-
-def put_layer(viewer, name: str, data, kind: str, like=None, **kwargs):
-    """Update the layer called ``name`` or add it: re-runs replace, they do not pile up."""
-    if like is not None:
-        kwargs = {**layer_kwargs(like), **kwargs}
-    from napari.layers import Image, Labels
-
-    cls = {"image": Image, "labels": Labels}[kind]
-    if name in viewer.layers and isinstance(viewer.layers[name], cls):
-        layer = viewer.layers[name]
-        layer.data = data
-        for k in ("scale", "translate"):
-            if k in kwargs and len(kwargs[k]) == layer.ndim:
-                setattr(layer, k, kwargs[k])
-        return layer
-    if name in viewer.layers:
-        viewer.layers.remove(name)
-    add = {"image": viewer.add_image, "labels": viewer.add_labels}[kind]
-    try:
-        return add(data, name=name, **kwargs)
-    except (TypeError, ValueError):
-        kwargs.pop("axis_labels", None)
-        return add(data, name=name, **kwargs)
 
 
 class JobError(Exception):
@@ -132,25 +81,45 @@ def report(exc: BaseException) -> None:
 
 
 class Job:
-    """A cancel event plus the running worker, so a Stop/Cancel button can end it."""
+    """One run of a panel: its cancel event, its worker and its state.
+
+    ``state`` is ``"idle"`` until the worker starts, then ``"running"``,
+    ``"cancelling"`` once :meth:`stop` was asked for, and finally ``"done"`` (its
+    result was handled), ``"failed"`` or ``"cancelled"``.
+    """
+
+    IDLE, RUNNING, CANCELLING = "idle", "running", "cancelling"
+    DONE, FAILED, CANCELLED = "done", "failed", "cancelled"
 
     def __init__(self) -> None:
         self.cancel = threading.Event()
         self.worker = None
+        self.state = self.IDLE
+
+    def start(self, worker) -> None:
+        self.worker = worker
+        self.state = self.RUNNING
+        worker.start()
 
     def stop(self) -> None:
         self.cancel.set()
+        if self.state == self.RUNNING:
+            self.state = self.CANCELLING
+
+    def succeeded(self) -> None:
+        self.state = self.DONE
+
+    def failed(self, exc: BaseException) -> None:
+        original = exc.original if isinstance(exc, JobError) else exc
+        self.state = self.CANCELLED if isinstance(original, Cancelled) else self.FAILED
 
     @property
     def running(self) -> bool:
         return self.worker is not None and self.worker.is_running
 
-
-def as_array(data) -> np.ndarray:
-    """Layer data as a numpy array (multiscale: the full-resolution level)."""
-    if isinstance(data, (list, tuple)):  # multiscale
-        data = data[0]
-    return data
+    @property
+    def ended_without_result(self) -> bool:
+        return self.state in (self.FAILED, self.CANCELLED)
 
 
 _DONE = object()
@@ -184,13 +153,19 @@ def relay(fn: Callable[[Callable[[Any], None]], Any]):
 
 
 class JobPanel:
-    """Run and Cancel for a panel whose job reports ``progress(done, total)``.
+    """Run and Cancel for a panel whose job runs in a worker thread.
 
     A mixin (before the magicgui container) for widgets with ``run_btn``,
     ``cancel_btn`` and ``status``: the job runs in a worker thread behind a napari
     progress bar, the buttons follow it, and ``busy`` stays True until its result
-    (or error) has been handled.
+    (or error) has been handled. The status text follows the job's state: the
+    ``running`` text, then :attr:`cancelling_text`, then whatever the result handler
+    shows, or :attr:`stopped_text` when the job failed or was cancelled (None: the
+    text is left as it is).
     """
+
+    cancelling_text = "cancelling..."
+    stopped_text: str | None = "stopped"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -199,46 +174,81 @@ class JobPanel:
 
     def _start(
         self,
-        fn: Callable[[Callable[[int, int], None], threading.Event], Any],
+        fn: Callable[[Callable[..., None], threading.Event], Any],
         desc: str,
         on_result: Callable[[Any], None],
         running: str = "running...",
+        on_yield: Callable[[Any], tuple[int, int] | None] | None = None,
+        total: int = 0,
     ) -> None:
-        """Start ``fn(progress, cancel)``; ``on_result`` gets what it returns."""
+        """Start ``fn(progress, cancel)`` in a worker; ``on_result`` gets what it returns.
+
+        Without ``on_yield``, ``fn`` reports ``progress(done, total)``. With it, each
+        item ``fn`` passes to ``progress`` goes to ``on_yield`` in the UI thread, which
+        returns ``(done, total)`` for the progress bar (None: leave it). ``total`` is
+        the bar's length until the first report (0: indeterminate).
+        """
         job = Job()
         self.job = job
+        if on_yield is None:
+
+            def run(emit):
+                return fn(lambda d, n: emit((d, n)), job.cancel)
+
+            on_yield = _as_progress
+        else:
+
+            def run(emit):
+                return fn(emit, job.cancel)
 
         @thread_worker
         def work():
-            return (yield from relay(lambda emit: fn(lambda d, n: emit((d, n)), job.cancel)))
+            return (yield from relay(run))
 
-        pbar = napari_progress(total=0, desc=desc)
+        pbar = napari_progress(total=total, desc=desc)
 
         def tick(item):
-            pbar.total, pbar.n = item[1], item[0]
-            pbar.refresh()
+            counts = on_yield(item)
+            if counts is not None:
+                pbar.total, pbar.n = counts[1], counts[0]
+                pbar.refresh()
+
+        def returned(result):
+            try:
+                on_result(result)
+            except Exception as e:  # showing the result failed: the job has no result
+                errored(e)
+                return
+            job.succeeded()
+
+        def errored(exc):
+            job.failed(exc)
+            report(exc)
 
         def finished():
             pbar.close()
             self.run_btn.enabled = True
             self.cancel_btn.enabled = False
-            if self.status.value in (running, "cancelling..."):
-                self.status.value = "stopped"
+            if job.ended_without_result and self.stopped_text is not None:
+                self.status.value = self.stopped_text
             self.busy = False
 
         worker = work(_ignore_errors=True)  # errors become notifications (report)
-        job.worker = worker
         worker.yielded.connect(tick)
-        worker.returned.connect(on_result)
-        worker.errored.connect(report)
+        worker.returned.connect(returned)
+        worker.errored.connect(errored)
         worker.finished.connect(finished)
         self.run_btn.enabled = False
         self.cancel_btn.enabled = True
         self.status.value = running
         self.busy = True
-        worker.start()
+        job.start(worker)
 
     def cancel(self, *_) -> None:
         """Stop the running job (it ends with a notice, adding no layers)."""
         self.job.stop()
-        self.status.value = "cancelling..."
+        self.status.value = self.cancelling_text
+
+
+def _as_progress(item: tuple[int, int]) -> tuple[int, int]:
+    return item

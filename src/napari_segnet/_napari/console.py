@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..segment import SegmentResult, segment
-from ._common import layer_axes, put_layer
+from .layers import layer_axes, layer_data, put_layer
 
 
 def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
@@ -33,7 +33,7 @@ def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
     if not isinstance(model, SegNet):
         model = load_model(model)
     kwargs.setdefault("axes", layer_axes(layer))
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    data = layer_data(layer)
     res = segment(data, model, **kwargs)
     put_layer(viewer, f"{layer.name} semantic", res.semantic, "labels", like=layer)
     if res.instances is not None:

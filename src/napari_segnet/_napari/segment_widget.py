@@ -16,9 +16,12 @@ from magicgui.widgets import (
 )
 
 from ..engine.devices import available_devices
+from ..errors import SegNetError
+from ..options import CRFOptions
 from ..segment import segment
-from ._common import JobPanel, layer_axes, model_choices, on_models_changed, put_layer, report
+from ._common import JobPanel, model_choices, on_models_changed, report
 from ._common import resolve_model as _resolve_model
+from .layers import current_index, embed_plane, layer_axes, layer_data, layer_kwargs, put_layer
 
 CONSOLE_HINT = (
     "Console: import napari_segnet as ns\n"
@@ -51,11 +54,12 @@ class SegmentWidget(JobPanel, Container):
         self.out_inst = CheckBox(text="instance labels (when the model has them)", value=True)
         self.current = CheckBox(text="current slice only (Z/T stacks)", value=False)
         self.crf = CheckBox(text="refine with dense CRF", value=False)
+        crf = CRFOptions()
         self.crf_compat = FloatSpinBox(
-            label="CRF bilateral weight", value=10.0, min=0, max=100, visible=False
+            label="CRF bilateral weight", value=crf.bilateral_compat, min=0, max=100, visible=False
         )
         self.crf_srgb = FloatSpinBox(
-            label="CRF intensity width", value=13.0, min=0.1, max=255, visible=False
+            label="CRF intensity width", value=crf.bilateral_srgb, min=0.1, max=255, visible=False
         )
         self.run_btn = PushButton(text="Segment")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
@@ -105,21 +109,17 @@ class SegmentWidget(JobPanel, Container):
     def _request(self):
         layer = self.image.value
         if layer is None:
-            raise ValueError("choose an image layer first")
+            raise SegNetError("choose an image layer first")
         model = _resolve_model(self.model.value, self.model_file.value)
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = layer_data(layer)
         axes = layer_axes(layer)
         index = None
-        if self.current.value and data.ndim - int(layer.rgb) > model.dims:
-            step = self.viewer.dims.current_step
-            n_lead = data.ndim - int(layer.rgb) - model.dims
-            # Leading dims of the layer map onto the viewer's last dims.
-            offset = self.viewer.dims.ndim - layer.ndim
-            index = tuple(
-                int(np.clip(step[offset + i], 0, data.shape[i] - 1)) for i in range(n_lead)
-            )
+        if self.current.value:
+            # The leading (Z/T) axes a model of model.dims dimensions does not take.
+            index = current_index(self.viewer, layer, keep=model.dims) or None
+        if index is not None:
             data = data[index]
-            axes = axes[n_lead:]
+            axes = axes[len(index) :]
         crf = (
             {"bilateral_compat": self.crf_compat.value, "bilateral_srgb": self.crf_srgb.value}
             if self.crf.value
@@ -141,7 +141,7 @@ class SegmentWidget(JobPanel, Container):
         try:
             layer, model, data, index, kwargs = self._request()
         except Exception as e:
-            report(e if not isinstance(e, ValueError) else _user_error(e))
+            report(e)
             return
         name = f"{layer.name} [{self.model.value}]"
         self._start(
@@ -153,53 +153,30 @@ class SegmentWidget(JobPanel, Container):
         )
 
     def _show(self, res, layer, name, index):
-        kw = _placement(layer)
+        index = index or ()
         if self.out_sem.value:
             put_layer(
-                self.viewer, f"{name} semantic", _place(res.semantic, layer, index), "labels", **kw
+                self.viewer,
+                f"{name} semantic",
+                embed_plane(res.semantic, layer, index),
+                "labels",
+                like=layer,
             )
         if self.out_inst.value and res.instances is not None:
             put_layer(
                 self.viewer,
                 f"{name} instances",
-                _place(res.instances, layer, index),
+                embed_plane(res.instances, layer, index),
                 "labels",
-                **kw,
+                like=layer,
             )
         if self.out_prob.value:
-            prob = np.stack([_place(p, layer, index) for p in res.probabilities])
-            pkw = dict(kw)
+            prob = np.stack([embed_plane(p, layer, index) for p in res.probabilities])
+            pkw = layer_kwargs(layer)
             for k in ("scale", "translate"):
-                pkw[k] = (1.0 if k == "scale" else 0.0, *kw[k])
+                pkw[k] = (1.0 if k == "scale" else 0.0, *pkw[k])
             if "axis_labels" in pkw:
                 pkw["axis_labels"] = ("class", *pkw["axis_labels"])
             put_layer(self.viewer, f"{name} probabilities", prob, "image", colormap="magma", **pkw)
         n = 0 if res.instances is None else int(np.asarray(res.instances).max())
         self.status.value = f"done: {res.info['n_tiles']} tiles, {n} objects"
-
-
-def _user_error(e: Exception):
-    from ..errors import SegNetError
-
-    return SegNetError(str(e))
-
-
-def _place(arr, layer, index):
-    """A result for one slice goes into a full-size array (zeros elsewhere)."""
-    arr = np.asarray(arr)
-    if index is None:
-        return arr
-    shape = layer.data.shape[: layer.data.ndim - int(layer.rgb)]
-    full = np.zeros(shape, arr.dtype)
-    full[index] = arr
-    return full
-
-
-def _placement(layer):
-    """Scale, translate and axis labels of the layer's non-channel axes."""
-    nd = layer.ndim
-    kw = {"scale": tuple(layer.scale)[:nd], "translate": tuple(layer.translate)[:nd]}
-    labels = getattr(layer, "axis_labels", None)
-    if labels is not None:
-        kw["axis_labels"] = tuple(labels)[:nd]
-    return kw

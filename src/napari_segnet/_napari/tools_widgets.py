@@ -16,9 +16,11 @@ from magicgui.widgets import (
 from napari.qt.threading import thread_worker
 
 from ..errors import SegNetError
+from ..options import CRFOptions
 from ..postprocess.crf import refine_crf
 from ..training.weights import boundary_weight_map
-from ._common import JobPanel, as_array, put_layer, report
+from ._common import JobPanel, report
+from .layers import as_array, current_index, embed_plane, layer_data, put_layer
 
 
 class WeightMapWidget(Container):
@@ -53,15 +55,9 @@ class WeightMapWidget(Container):
         layer = self.labels.value
         if layer is None:
             raise SegNetError("choose a labels layer")
-        data = np.asarray(as_array(layer.data))
-        if data.ndim > 2:
-            step = self.viewer.dims.current_step
-            offset = self.viewer.dims.ndim - layer.ndim
-            index = tuple(
-                int(np.clip(step[offset + i], 0, data.shape[i] - 1)) for i in range(data.ndim - 2)
-            )
-            return layer, data[index], index
-        return layer, data, ()
+        data = np.asarray(layer_data(layer))
+        index = current_index(self.viewer, layer)
+        return layer, data[index] if index else data, index
 
     def refresh(self, *_):
         if self._worker is not None and self._worker.is_running:
@@ -91,10 +87,7 @@ class WeightMapWidget(Container):
             self.refresh()
 
     def _show(self, w, layer, index):
-        data = w
-        if index:
-            data = np.zeros(np.shape(as_array(layer.data)), np.float32)
-            data[index] = w
+        data = embed_plane(w, layer, index, dtype=np.float32)
         put_layer(
             self.viewer,
             f"{layer.name} weight map",
@@ -119,12 +112,19 @@ class CRFWidget(JobPanel, Container):
         self.viewer = napari_viewer
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         self.prob = create_widget(annotation="napari.layers.Image", label="probabilities")
-        self.n_iter = SpinBox(label="iterations", min=0, max=50, value=5)
-        self.g_sxy = FloatSpinBox(label="gaussian sxy", min=0.1, max=100, value=3.0)
-        self.g_compat = FloatSpinBox(label="gaussian weight", min=0, max=100, value=3.0)
-        self.b_sxy = FloatSpinBox(label="bilateral sxy", min=0.1, max=1000, value=80.0)
-        self.b_srgb = FloatSpinBox(label="bilateral intensity", min=0.1, max=255, value=13.0)
-        self.b_compat = FloatSpinBox(label="bilateral weight", min=0, max=100, value=10.0)
+        crf = CRFOptions()
+        self.n_iter = SpinBox(label="iterations", min=0, max=50, value=crf.n_iter)
+        self.g_sxy = FloatSpinBox(label="gaussian sxy", min=0.1, max=100, value=crf.gaussian_sxy)
+        self.g_compat = FloatSpinBox(
+            label="gaussian weight", min=0, max=100, value=crf.gaussian_compat
+        )
+        self.b_sxy = FloatSpinBox(label="bilateral sxy", min=0.1, max=1000, value=crf.bilateral_sxy)
+        self.b_srgb = FloatSpinBox(
+            label="bilateral intensity", min=0.1, max=255, value=crf.bilateral_srgb
+        )
+        self.b_compat = FloatSpinBox(
+            label="bilateral weight", min=0, max=100, value=crf.bilateral_compat
+        )
         self.objects = CheckBox(
             text="objects against background (keeps an instance model's boundary class)",
             value=False,
@@ -163,13 +163,20 @@ class CRFWidget(JobPanel, Container):
             return
         image = np.asarray(as_array(img_layer.data))
         prob = np.asarray(as_array(prob_layer.data), dtype=np.float32)
+        try:
+            options = CRFOptions(
+                n_iter=self.n_iter.value,
+                gaussian_sxy=self.g_sxy.value,
+                gaussian_compat=self.g_compat.value,
+                bilateral_sxy=self.b_sxy.value,
+                bilateral_srgb=self.b_srgb.value,
+                bilateral_compat=self.b_compat.value,
+            )
+        except SegNetError as e:
+            report(e)
+            return
         params = {
-            "n_iter": self.n_iter.value,
-            "gaussian_sxy": self.g_sxy.value,
-            "gaussian_compat": self.g_compat.value,
-            "bilateral_sxy": self.b_sxy.value,
-            "bilateral_srgb": self.b_srgb.value,
-            "bilateral_compat": self.b_compat.value,
+            **options.to_dict(),
             # Every class but the first (background) refined as one.
             "foreground": tuple(range(1, len(prob))) if self.objects.value else None,
         }

@@ -43,6 +43,6 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     if not p.exists():
         raise ModelFileError(
             f"{name!r} is neither a bundled model ({available_models() or 'none bundled'}) "
-            "nor an existing file"
+            "nor an existing file: give a bundled model's name or the path of a .segnet file"
         )
     return load_model_file(p, device)

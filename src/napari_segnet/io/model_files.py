@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, NotAModelError
 from ..models.base import SegNet
 from ..models.registry import build_from_config
 
@@ -48,9 +48,17 @@ def save_model(model: SegNet, path: str | os.PathLike) -> Path:
     -------
     Path
         Where the model was written.
+
+    Raises
+    ------
+    NotAModelError
+        ``model`` is not a napari-segnet model (also a ``TypeError``).
     """
     if not isinstance(model, SegNet):
-        raise TypeError("save_model expects a napari-segnet model (from build_model or train)")
+        raise NotAModelError(
+            f"save_model expects a napari-segnet model, not {type(model).__name__}: "
+            "pass one from build_model, train or load_model"
+        )
     p = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     head = _header(model)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ModelConfigError
 from .base import SegNet
 from .deconvnet import DeConvNet
-from .dilated import DilatedNet
+from .dilated import OUTPUT_STRIDES, DilatedNet
 from .layers import NORMS
 from .unet import UPSAMPLING, UNet
 
@@ -49,20 +50,38 @@ def architectures() -> list[str]:
 
 
 def _check(arch: str, dims: int, in_channels: int, n_classes: int, opts: dict[str, Any]) -> None:
+    """Raise a :class:`ModelConfigError` that says what to change for a bad option."""
     if dims not in (2, 3):
-        raise ValueError(f"dims must be 2 or 3, not {dims!r}")
+        raise ModelConfigError(f"dims must be 2 (images) or 3 (volumes), not {dims!r}")
     if int(in_channels) < 1:
-        raise ValueError("in_channels must be at least 1")
+        raise ModelConfigError(
+            f"in_channels must be at least 1, not {in_channels!r}: give the image's channels"
+        )
     if int(n_classes) < 2:
-        raise ValueError("n_classes must be at least 2 (background and one class)")
+        raise ModelConfigError(
+            f"n_classes must be at least 2 (background and one class), not {n_classes!r}"
+        )
     if "norm" in opts and opts["norm"] not in NORMS:
-        raise ValueError(f"unknown norm {opts['norm']!r}; use one of {NORMS}")
+        raise ModelConfigError(f"unknown norm {opts['norm']!r}; use one of {NORMS}")
     if "upsampling" in opts and opts["upsampling"] not in UPSAMPLING:
-        raise ValueError(f"unknown upsampling {opts['upsampling']!r}; use one of {UPSAMPLING}")
+        raise ModelConfigError(
+            f"unknown upsampling {opts['upsampling']!r}; use one of {UPSAMPLING}"
+        )
     if "width" in opts and int(opts["width"]) < 1:
-        raise ValueError("width must be at least 1")
+        raise ModelConfigError(f"width must be at least 1, not {opts['width']!r}")
+    if arch == "unet" and int(opts["depth"]) < 1:
+        raise ModelConfigError(f"depth must be at least 1, not {opts['depth']!r}")
+    if arch == "dilated":
+        stride, depth = int(opts["output_stride"]), int(opts["depth"])
+        if stride not in OUTPUT_STRIDES or stride > 2**depth:
+            allowed = [s for s in OUTPUT_STRIDES if s <= 2**depth]
+            raise ModelConfigError(
+                f"output_stride {stride} does not fit; with depth {depth} use one of {allowed}"
+            )
     if not 0.0 <= float(opts.get("dropout", 0.0)) < 1.0:
-        raise ValueError("dropout must be in [0, 1)")
+        raise ModelConfigError(
+            f"dropout must be in [0, 1), not {opts.get('dropout')!r}: 0 turns it off"
+        )
 
 
 def build_model(
@@ -92,13 +111,18 @@ def build_model(
     -------
     SegNet
         A ``torch.nn.Module`` with ``config``, ``halo``, ``divisor`` and ``meta``.
+
+    Raises
+    ------
+    ModelConfigError
+        Unknown architecture or option, or an option out of range (a ``ValueError``).
     """
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; use one of {architectures()}")
+        raise ModelConfigError(f"unknown architecture {arch!r}; use one of {architectures()}")
     cls, defaults = ARCHITECTURES[arch]
     unknown = set(options) - set(defaults)
     if unknown:
-        raise ValueError(
+        raise ModelConfigError(
             f"unknown option(s) {sorted(unknown)} for {arch!r}; it takes {sorted(defaults)}"
         )
     opts = {**defaults, **options}
@@ -119,5 +143,9 @@ def build_model(
 def build_from_config(config: dict[str, Any]) -> SegNet:
     """Rebuild a model from its ``config`` dict."""
     cfg = dict(config)
+    if "arch" not in cfg:
+        raise ModelConfigError(
+            f"a model config needs an 'arch' entry; use one of {architectures()}"
+        )
     arch = cfg.pop("arch")
     return build_model(arch, **cfg)
