@@ -35,6 +35,12 @@ def _finite(name: str, value: Any, lo: float | None = None, hi: float | None = N
     return value
 
 
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+        hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0 and value.dtype.kind in "iuf"
+    )
+
+
 def _from_mapping(cls, values: dict[str, Any] | None, what: str):
     """An instance of dataclass ``cls`` from a dict whose keys must be its fields."""
     values = dict(values or {})
@@ -162,9 +168,20 @@ class CRFOptions:
     bilateral_compat: float = 10.0
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            if f.name != "n_iter":
-                object.__setattr__(self, f.name, _finite(f.name, getattr(self, f.name)))
+        for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
+            value = getattr(self, name)
+            if not (_is_number(value) and math.isfinite(value) and value > 0):
+                raise SegNetError(f"{name} must be a positive number, not {value!r}")
+            object.__setattr__(self, name, float(value))
+        for name in ("gaussian_compat", "bilateral_compat"):
+            value = getattr(self, name)
+            if not (_is_number(value) and math.isfinite(value) and value >= 0):
+                raise SegNetError(f"{name} must be a non-negative number, not {value!r}")
+            object.__setattr__(self, name, float(value))
+        n = self.n_iter
+        if not _is_number(n) or not math.isfinite(n) or int(n) != n or n < 0:
+            raise SegNetError(f"n_iter must be a non-negative integer, not {n!r}")
+        object.__setattr__(self, "n_iter", int(n))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> CRFOptions:

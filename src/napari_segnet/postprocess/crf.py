@@ -10,6 +10,7 @@ import torch
 
 from ..engine.devices import resolve_device
 from ..errors import Cancelled, SegNetError
+from ..options import CRFOptions
 from .buffers import empty
 from .gaussian import STRIP, Stages, blur_rows, blurred_ones, gaussian_stages
 from .lattice import PermutohedralLattice
@@ -17,6 +18,7 @@ from .lattice import PermutohedralLattice
 # Called after each step (a lattice build or a mean-field iteration).
 Step = Callable[[], None]
 
+_DEFAULT = CRFOptions()
 UNARY_CLIP = 1e-5  # as pydensecrf's unary_from_softmax
 
 
@@ -109,16 +111,7 @@ def _mean_field(
     return x
 
 
-def _check(image: np.ndarray, prob: np.ndarray, params: dict) -> None:
-    for name in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
-        if not (np.isfinite(params[name]) and params[name] > 0):
-            raise SegNetError(f"{name} must be a positive number, not {params[name]!r}")
-    for name in ("gaussian_compat", "bilateral_compat"):
-        if not np.isfinite(params[name]) or params[name] < 0:
-            raise SegNetError(f"{name} must be a non-negative number, not {params[name]!r}")
-    n_iter = params["n_iter"]
-    if int(n_iter) != n_iter or n_iter < 0:
-        raise SegNetError(f"n_iter must be a non-negative integer, not {n_iter!r}")
+def _check(image: np.ndarray, prob: np.ndarray) -> None:
     if prob.ndim < 3 or prob.shape[0] < 2:
         raise SegNetError(f"probabilities must be (C, Y, X) with C >= 2, not {prob.shape}")
     if not np.isfinite(prob).all() or (prob < 0).any():
@@ -192,12 +185,12 @@ def _merge(prob: np.ndarray, foreground) -> tuple[np.ndarray, list[int], list[in
 def refine_crf(
     image,
     probabilities,
-    n_iter: int = 5,
-    gaussian_sxy: float = 3.0,
-    gaussian_compat: float = 3.0,
-    bilateral_sxy: float = 80.0,
-    bilateral_srgb: float = 13.0,
-    bilateral_compat: float = 10.0,
+    n_iter: int = _DEFAULT.n_iter,
+    gaussian_sxy: float = _DEFAULT.gaussian_sxy,
+    gaussian_compat: float = _DEFAULT.gaussian_compat,
+    bilateral_sxy: float = _DEFAULT.bilateral_sxy,
+    bilateral_srgb: float = _DEFAULT.bilateral_srgb,
+    bilateral_compat: float = _DEFAULT.bilateral_compat,
     *,
     volume: bool = False,
     device="auto",
@@ -263,15 +256,15 @@ def refine_crf(
     """
     img = np.asarray(image)
     prob = np.asarray(probabilities)
-    params = {
-        "n_iter": n_iter,
-        "gaussian_sxy": float(gaussian_sxy),
-        "gaussian_compat": float(gaussian_compat),
-        "bilateral_sxy": float(bilateral_sxy),
-        "bilateral_srgb": float(bilateral_srgb),
-        "bilateral_compat": float(bilateral_compat),
-    }
-    _check(img, prob, params)
+    params = CRFOptions(
+        n_iter=n_iter,
+        gaussian_sxy=gaussian_sxy,
+        gaussian_compat=gaussian_compat,
+        bilateral_sxy=bilateral_sxy,
+        bilateral_srgb=bilateral_srgb,
+        bilateral_compat=bilateral_compat,
+    ).to_dict()
+    _check(img, prob)
     spatial = prob.shape[1:]
     if img.shape == spatial:
         has_channels = False
