@@ -7,7 +7,7 @@ The core (this package) imports neither Qt nor napari; the napari plugin lives i
 from . import data
 from ._version import __version__
 from .engine import predict, predict_dask
-from .errors import Cancelled, ModelFileError, SegNetError
+from .errors import Cancelled, ModelConfigError, ModelFileError, NotAModelError, SegNetError
 from .io import available_models, load_model, save_model
 from .metrics import average_precision, mean_iou
 from .models import SegNet, architectures, build_model
@@ -18,7 +18,9 @@ from .training.weights import boundary_weight_map
 
 __all__ = [
     "Cancelled",
+    "ModelConfigError",
     "ModelFileError",
+    "NotAModelError",
     "SegNet",
     "SegNetError",
     "SegmentResult",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .errors import SegNetError
+
 
 def _blob_mask(rng: np.random.Generator, radii: np.ndarray, irregular: float) -> np.ndarray:
     """A star-convex blob: an ellipse (ellipsoid) whose radius wobbles with angle."""
@@ -71,9 +73,9 @@ def synthetic_nuclei(
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or min(shape) < 8:
-        raise ValueError("shape must be (Y, X) or (Z, Y, X) with every side at least 8")
+        raise SegNetError("shape must be (Y, X) or (Z, Y, X) with every side at least 8")
     if bit_depth not in (8, 16):
-        raise ValueError("bit_depth must be 8 or 16")
+        raise SegNetError("bit_depth must be 8 or 16")
     rng = np.random.default_rng(seed)
     dims = len(shape)
     scale = np.array([1.0 / anisotropy, 1.0, 1.0])[-dims:]

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ModelConfigError
 from .base import SegNet
 from .layers import ConvBlock, ConvNormAct, ReceptiveField, box_mean, conv_cls, interp_mode
 
@@ -123,7 +124,7 @@ class DilatedNet(SegNet):
         )
         os_ = int(config["output_stride"])
         if os_ not in OUTPUT_STRIDES or os_ > 2**depth:
-            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES} and at most 2**depth")
+            raise ModelConfigError(f"output_stride must be one of {OUTPUT_STRIDES} and at most 2**depth")
         rates = config["rates"] or default_rates(os_)
         bins = tuple(config["bins"])
         window = _odd(int(config["pool_size"]) / os_)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ModelConfigError
+
 NORMS = ("batch", "group", "none")
 
 
@@ -70,7 +72,7 @@ def norm_layer(kind: str, dims: int, channels: int) -> nn.Module:
         return RunningGroupNorm(groups, channels)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}; use one of {NORMS}")
+    raise ModelConfigError(f"unknown norm {kind!r}; use one of {NORMS}")
 
 
 class ConvNormAct(nn.Sequential):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ModelConfigError
 from .base import SegNet
 from .layers import (
     ConvBlock,
@@ -55,7 +56,7 @@ class Up(nn.Module):
             self.unpool = _unpool(dims)
             self.op = conv(cout, cout, 3, padding=1)
         else:
-            raise ValueError(f"unknown upsampling {kind!r}; use one of {UPSAMPLING}")
+            raise ModelConfigError(f"unknown upsampling {kind!r}; use one of {UPSAMPLING}")
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         if self.kind == "transpose":
@@ -99,9 +100,9 @@ class UNet(SegNet):
         norm, kind = config["norm"], config["upsampling"]
         drop, res = float(config["dropout"]), bool(config["residual"])
         if depth < 1:
-            raise ValueError("depth must be at least 1")
+            raise ModelConfigError("depth must be at least 1")
         if kind not in UPSAMPLING:
-            raise ValueError(f"unknown upsampling {kind!r}; use one of {UPSAMPLING}")
+            raise ModelConfigError(f"unknown upsampling {kind!r}; use one of {UPSAMPLING}")
         chans = [width * 2**i for i in range(depth + 1)]
         self.enc = nn.ModuleList()
         cin = self.in_channels

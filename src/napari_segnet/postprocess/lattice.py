@@ -22,6 +22,7 @@ import warnings
 
 import torch
 
+from ..errors import SegNetError
 from .buffers import Buffers, empty
 
 # Points per chunk: on the CPU small enough that temporaries are reused from cache;
@@ -134,7 +135,7 @@ class PermutohedralLattice:
         size_codes = d1 * float(qspan.prod())
         # Checked in floating point, before the integer codes could overflow.
         if not size_codes < 2.0**62:
-            raise ValueError("feature range too large for the lattice; scale the features")
+            raise SegNetError("feature range too large for the lattice; scale the features")
         self._qlo, qspan = qlo.long(), qspan.long()
         code_type = torch.int32 if size_codes < _CODE32_LIMIT else torch.long
         self._radix = _radix(qspan)
