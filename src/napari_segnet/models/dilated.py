@@ -124,7 +124,9 @@ class DilatedNet(SegNet):
         )
         os_ = int(config["output_stride"])
         if os_ not in OUTPUT_STRIDES or os_ > 2**depth:
-            raise ModelConfigError(f"output_stride must be one of {OUTPUT_STRIDES} and at most 2**depth")
+            raise ModelConfigError(
+                f"output_stride must be one of {OUTPUT_STRIDES} and at most 2**depth"
+            )
         rates = config["rates"] or default_rates(os_)
         bins = tuple(config["bins"])
         window = _odd(int(config["pool_size"]) / os_)
