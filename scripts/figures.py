@@ -173,7 +173,67 @@ def outputs() -> None:
     save(fig, "outputs.png")
 
 
+def architecture() -> None:
+    """The packages, and the path an image takes from a napari layer to labels."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(11.5, 6.2))
+    ax.set_xlim(0, 112)
+    ax.set_ylim(0, 64)
+    ax.axis("off")
+    packages = {
+        # name: (x, y, w, h, colour, modules)
+        "_napari/": (2, 50, 106, 12, "#e8eaf6", "panels · layers.py (layers, slice) · jobs"),
+        "segment.py": (38, 38, 34, 8, "#fff3e0", "the pipeline, top to bottom"),
+        "engine/": (2, 4, 35, 31, "#e3f2fd", ""),
+        "postprocess/": (41, 16, 33, 19, "#e8f5e9", ""),
+        "io/": (78, 16, 30, 19, "#fce4ec", ""),
+        "models/": (41, 4, 33, 9, "#f3e5f5", "UNet, DeConvNet, dilated · registry"),
+        "training/": (78, 4, 30, 9, "#fffde7", "train in steps · targets · weights"),
+    }
+    for name, (x, y, w, h, colour, text) in packages.items():
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.4", fc=colour, ec="0.4"))
+        ax.text(x + 1, y + h - 2.2, name, weight="bold", fontsize=10, va="center")
+        if text:
+            ax.text(x + 1, y + h - 5.2, text, fontsize=8, va="center")
+    stages = [
+        ("engine/", 2, 30.5, "1 axes.py: layout (TZCYX)"),
+        ("engine/", 2, 27, "2 rescale.py: object size"),
+        ("engine/", 2, 23.5, "3 plan.py: normalise, tiles"),
+        ("engine/", 2, 20, "   geometry.py · memory.py"),
+        ("engine/", 2, 16.5, "4 runner.py: batches on a device"),
+        ("engine/", 2, 13, "5 sinks.py: tile centres -> arrays"),
+        ("engine/", 2, 9.5, "   dask_engine.py: the same, per block"),
+        ("postprocess/", 41, 30.5, "6 results.py: CRF, classes,"),
+        ("postprocess/", 41, 27, "   instances (seeded watershed)"),
+        ("postprocess/", 41, 23.5, "   crf.py · lattice.py · gaussian.py"),
+        ("postprocess/", 41, 20, "   instances.py (blockwise too)"),
+        ("io/", 78, 30.5, "model_files.py (safetensors)"),
+        ("io/", 78, 27, "bundled.py (load_model)"),
+        ("io/", 78, 23.5, "7 zarr_output.py: stores"),
+        ("io/", 78, 20, "images.py (CLI reading)"),
+    ]
+    for _, x, y, text in stages:
+        ax.text(x + 1.2, y, text, fontsize=8, va="center", family="monospace")
+
+    def arrow(a, b, text=""):
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=14, color="C3", lw=1.6))
+        if text:
+            ax.text((a[0] + b[0]) / 2 + 1, (a[1] + b[1]) / 2, text, fontsize=8, color="C3")
+
+    arrow((30, 49.5), (42, 46.6), "layer data")
+    arrow((42, 37.6), (22, 35.6), "image")
+    arrow((37.5, 8), (41, 12), "")
+    arrow((37.5, 8.5), (41, 18), "probabilities")
+    arrow((74.5, 22), (78, 22), "")
+    arrow((58, 35.6), (58, 37.6), "")
+    arrow((66, 46.6), (76, 49.5), "labels layers")
+    ax.set_title("napari-segnet: packages, and an image's way from layer to labels", fontsize=11)
+    save(fig, "architecture.png")
+
+
 if __name__ == "__main__":
+    architecture()
     tiling()
     upsampling()
     dilated()
