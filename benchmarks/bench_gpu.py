@@ -285,14 +285,18 @@ def timed(fn, dev):
     return out, time.perf_counter() - t
 
 
-def run_case(name, image, axes, model, probe, dev, precision, repeats, seg_repeats) -> dict:
+def run_case(
+    name, image, axes, model, probe, dev, precision, repeats, seg_repeats, tile_size=None
+) -> dict:
     device = str(dev)
     row = {"case": name, "shape": list(image.shape), "axes": axes, "precision": precision}
+    row["tile_size_asked"] = tile_size
+    kw = {"device": device, "precision": precision, "tile_size": tile_size}
     mpx = image.size / 1e6
     row["mpix"] = mpx
 
     def pred():
-        return ns.predict(image, model, axes, device=device, precision=precision)
+        return ns.predict(image, model, axes, **kw)
 
     try:
         probe.clear()
@@ -316,9 +320,7 @@ def run_case(name, image, axes, model, probe, dev, precision, repeats, seg_repea
 
             with UtilSampler(dev) as sampler:
                 t0 = time.perf_counter()
-                res = ns.segment(
-                    image, model, axes, device=device, precision=precision, progress=progress
-                )
+                res = ns.segment(image, model, axes, progress=progress, **kw)
                 sync(dev)
                 t1 = time.perf_counter()
             if t1 - t0 < best_total:
@@ -544,6 +546,12 @@ def main() -> None:
     p.add_argument("--precisions", default="float32,bfloat16,float16")
     p.add_argument("--repeats", type=int, default=2, help="timed predict runs, best kept")
     p.add_argument("--segment-repeats", type=int, default=1, help="timed segment runs")
+    p.add_argument(
+        "--fallback-tile",
+        type=int,
+        default=2048,
+        help="tile_size for a second try when the automatic plan fails (0: none)",
+    )
     p.add_argument("--oom-size", type=int, default=4096, help="image side for the OOM check")
     p.add_argument("--oom-tile", type=int, default=512)
     p.add_argument("--oom-batch", type=int, default=16)
@@ -579,6 +587,24 @@ def main() -> None:
             row["case_wall_s"] = time.perf_counter() - t
             rows.append(row)
             print(json.dumps(row, default=str), flush=True)
+            if "error" in row and a.fallback_tile:
+                # The automatic plan failed (e.g. one huge tile): the same with a fixed tile.
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                row = run_case(
+                    f"{label}, tile_size {a.fallback_tile}",
+                    image,
+                    axes,
+                    model,
+                    probe,
+                    dev,
+                    prec,
+                    a.repeats,
+                    a.segment_repeats,
+                    a.fallback_tile,
+                )
+                rows.append(row)
+                print(json.dumps(row, default=str), flush=True)
         del image
     probe.remove()
     if rows:
