@@ -134,6 +134,7 @@ class EpochLoop:
                 losses, pending = self.train_epoch(pool, pending)
                 if not losses:
                     break
+                # A short epoch was cut by ``cancel`` or the clock: validated, then the end.
                 stop = self.end_epoch(losses) or len(losses) < self.plan.steps_per_epoch
             pending.cancel()
         if self.best_state is not None:

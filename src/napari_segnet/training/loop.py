@@ -158,6 +158,8 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     dev = resolve_device(device)
+
+    # Data, and the network to start from (its shape depends on the data's channels).
     to_tune = fine_tune_copy(model, target, label_list)
     data = prepare_data(
         image_list, label_list, options, model=to_tune, dims=dims, axes=axes, spacing=spacing
@@ -166,20 +168,22 @@ def train(
         model, to_tune, data, target, pretrained=pretrained, model_options=model_options
     )
     plan = plan_batches(data, options, start.net.divisor, rng)
-    budget = Budget(start_time, options.planned_epochs, plan.steps_per_epoch, max_time)
+
+    # Epochs, with validation after each; then the labelling thresholds.
+    budget = Budget(start_time, options.planned_epochs, plan.steps_per_epoch, options.max_time)
     loop = EpochLoop(
         start.net, plan, options, start.peak_lr(lr), dev, budget, progress=progress, cancel=cancel
     )
     net = loop.run()
     cancelled = cancel is not None and cancel.is_set()
     tuned = tune_thresholds(net, plan.val_pairs, dev) if loop.tune and not cancelled else None
-    names = output_class_names(target, net.n_classes, class_names, model)
+
     finish(
         net,
         loop,
         data,
         options,
-        names=names,
+        names=output_class_names(target, net.n_classes, class_names, model),
         fine_tuned_from=start.fine_tuned_from,
         spacing=spacing,
         tuned=tuned,

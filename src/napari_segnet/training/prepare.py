@@ -111,13 +111,15 @@ def n_classes(target: str, labels: list[np.ndarray]) -> int:
 def normalization_spec(model: SegNet | None) -> dict[str, Any]:
     """The normalisation to train with, as ``meta`` stores it.
 
-    A model being fine-tuned keeps its own (its dict as it is, so its files keep
-    their content); a new network gets the default.
+    A model being fine-tuned keeps its own spec, the dict as it is (so model files
+    keep their content), once :class:`Normalization` has checked it; a new network
+    gets the default.
     """
-    if model is not None and model.meta.get("normalization"):
-        model.metadata.normalization  # noqa: B018 -- a malformed spec fails here, clearly
-        return model.meta["normalization"]
-    return Normalization().to_dict()
+    own = model.meta.get("normalization") if model is not None else None
+    if not own:
+        return Normalization().to_dict()
+    Normalization.from_dict(own)  # a malformed spec fails here, with a clear message
+    return own
 
 
 def prepare_data(
@@ -206,7 +208,7 @@ def plan_batches(
     train_pairs, val_pairs = split_validation(data.pairs, options.validation, patch, rng)
     if not train_pairs:
         raise SegNetError("nothing left to train on after holding out validation data")
-    aug = options.augment
+    aug = options.augmentation_or_default
     sampler = PatchSampler(train_pairs, patch, aug, rng, options.target == "scribbles")
     # About four passes over the annotated area per epoch, within 10..100 steps.
     labelled = sum(p.n_labelled for p in train_pairs)

@@ -118,6 +118,6 @@ class TrainOptions:
         return 20 if self.max_time is None else 10**9
 
     @property
-    def augment(self) -> Augmentation:
+    def augmentation_or_default(self) -> Augmentation:
         """The augmentation to use (the default one when none was given)."""
         return self.augmentation if self.augmentation is not None else Augmentation()
