@@ -138,7 +138,8 @@ def starting_point(
         Options for :func:`build_model`, over :data:`TRAIN_DEFAULTS`.
     """
     if copy_to_tune is not None:
-        return StartingPoint(copy_to_tune, model.source, pretrained=True)
+        # The copy carries the original's ``source``.
+        return StartingPoint(copy_to_tune, copy_to_tune.source, pretrained=True)
     base = load_pretrained(pretrained, model, target, data, model_options)
     if base is not None:
         return StartingPoint(base, base.source, pretrained=True)
