@@ -6,9 +6,11 @@ import numpy as np
 from skimage.segmentation import find_boundaries
 
 from ..errors import SegNetError
+from ..options import TARGETS
 from .weights import boundary_weight_map
 
-TARGETS = ("instances", "semantic", "scribbles")
+__all__ = ["IGNORE", "INSTANCE_CLASSES", "TARGETS", "instance_classes", "make_target"]
+
 IGNORE = -1
 INSTANCE_CLASSES = ["background", "interior", "boundary"]
 

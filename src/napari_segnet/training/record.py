@@ -1,0 +1,130 @@
+"""What ``train`` writes into a trained model: class names, diameter, settings, history."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from skimage.measure import regionprops
+
+from ..models import SegNet
+from .epochs import EpochLoop
+from .prepare import Plan, TrainingData
+from .settings import TrainOptions
+from .targets import INSTANCE_CLASSES
+
+
+def object_diameter(labels_list: list[np.ndarray]) -> float | None:
+    """Median equivalent diameter of the labelled objects (None without objects)."""
+    ds = []
+    for lab in labels_list:
+        for p in regionprops(np.asarray(lab).astype(np.int32)):
+            ds.append(
+                2 * math.sqrt(p.area / math.pi)
+                if lab.ndim == 2
+                else (6 * p.area / math.pi) ** (1 / 3)
+            )
+    return float(np.median(ds)) if ds else None
+
+
+def output_class_names(
+    target: str, n_classes: int, given: list[str] | None, model: str | SegNet
+) -> list[str] | None:
+    """Output class names: fixed for instances, else given, kept from a fine-tuned
+    model, or numbered."""
+    if target == "instances":
+        return INSTANCE_CLASSES
+    if given:
+        return list(given)
+    if isinstance(model, SegNet):
+        return list(model.metadata.classes) or None
+    if target == "semantic":
+        return ["background"] + [f"class {i}" for i in range(1, n_classes)]
+    return [f"scribble {i}" for i in range(1, n_classes + 1)]
+
+
+def training_record(
+    loop: EpochLoop,
+    plan: Plan,
+    options: TrainOptions,
+    *,
+    tuned: bool,
+    fine_tuned_from: str | None,
+) -> dict[str, Any]:
+    """The settings and results of the run, as stored in ``meta["training"]``."""
+    best = loop.best_score
+    return {
+        "epochs": loop.epoch if loop.history["epoch"] else 0,
+        "steps": loop.step,
+        "seconds": round(loop.budget.elapsed(), 1),
+        "patch_size": list(plan.patch_size),
+        "batch_size": plan.batch_size,
+        "w0": options.w0,
+        "sigma": options.sigma,
+        "lr": loop.lr,
+        "optimizer": options.optimizer,
+        "seed": options.seed,
+        "augmentation": asdict(plan.augmentation),
+        "best_epoch": loop.best_epoch,
+        "best_score": None if best == -math.inf or not plan.val_pairs else best,
+        "instance_options_tuned": tuned,
+        "fine_tuned_from": fine_tuned_from,
+    }
+
+
+def write_meta(
+    net: SegNet,
+    data: TrainingData,
+    training: dict[str, Any],
+    *,
+    target: str,
+    names: list[str] | None,
+    spacing: Any,
+    tuned: dict | None,
+) -> None:
+    """Write what was learnt into ``net.meta`` (its keys and their order as always).
+
+    Values the run did not measure (diameter, pixel size) keep the model's own.
+    """
+    if tuned is not None:
+        # Merged into the stored dict as it is: options set there before are kept.
+        net.meta["instance_options"] = {**(net.meta.get("instance_options") or {}), **tuned}
+    kept = net.metadata
+    diameter = object_diameter(data.labels) if target == "instances" else None
+    if spacing is not None:
+        pixel_size = list(spacing)
+    else:
+        pixel_size = None if kept.pixel_size is None else list(kept.pixel_size)
+    net.meta.update(
+        classes=names,
+        target=target,
+        normalization=data.normalization,
+        diameter=diameter if diameter is not None else kept.diameter,
+        pixel_size=pixel_size,
+        trained=True,
+        training=training,
+    )
+
+
+def finish(
+    net: SegNet,
+    loop: EpochLoop,
+    data: TrainingData,
+    options: TrainOptions,
+    *,
+    names: list[str] | None,
+    fine_tuned_from: str | None,
+    spacing: Any,
+    tuned: dict | None,
+) -> None:
+    """Record the run in ``net`` (``meta`` and ``history``) and send the final update."""
+    training = training_record(
+        loop, loop.plan, options, tuned=tuned is not None, fine_tuned_from=fine_tuned_from
+    )
+    write_meta(
+        net, data, training, target=options.target, names=names, spacing=spacing, tuned=tuned
+    )
+    net.history = loop.history
+    loop.report("done", loop.history["loss"][-1] if loop.history["loss"] else float("nan"))
