@@ -73,11 +73,13 @@ def _data(seed, shape=(256, 256)):
 def test_short_training_reaches_a_real_score():
     pairs = [_data(s) for s in (1, 2)]
     # A fixed amount of work (not a time budget), so the test means the same everywhere.
+    # 240 steps sat at the edge where the network starts to split touching nuclei (AP 0.56
+    # with the current scikit-image/scipy); 360 steps are past it (AP 0.72).
     model = ns.train(
         [p[0] for p in pairs],
         [p[1] for p in pairs],
         target="instances",
-        epochs=20,
+        epochs=30,
         steps_per_epoch=12,
         seed=0,
         device="cpu",
