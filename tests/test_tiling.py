@@ -422,3 +422,20 @@ def test_cuda_autocast_close_to_float32(small_unet):
     assert (got.argmax(0) == ref.argmax(0)).mean() > 0.98
     res = ns.segment(img, small_unet, axes="ZYX", device="cuda", tile_size=32, output=None)
     assert (res.semantic == ref.argmax(0)).mean() > 0.98
+
+
+def test_tiles_stay_within_32_bit_indexing_on_a_large_device():
+    from napari_segnet.engine.memory import (
+        MAX_ELEMENTS,
+        choose_core,
+        tile_pixels,
+        widest_activation_per_pixel,
+    )
+
+    model = ns.build_model("unet", n_classes=3, depth=2, width=32)
+    shape = (16384, 16384)
+    # 1 TiB of budget: memory alone would allow one tile for the whole image.
+    core = choose_core(shape, model, 2**40, pad=32)
+    pixels = tile_pixels(core, shape, model, 32)
+    assert pixels * widest_activation_per_pixel(model) <= MAX_ELEMENTS
+    assert max(core) < 16384

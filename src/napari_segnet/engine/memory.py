@@ -14,8 +14,12 @@ import torch
 from ..models.base import SegNet
 from .geometry import roundup
 
-# Activation bytes per pixel, measured once per model (weakly held: models come and go).
-_BYTES_PER_PX: weakref.WeakKeyDictionary[SegNet, float] = weakref.WeakKeyDictionary()
+# Per input pixel: activation bytes, and the elements of the largest single activation;
+# measured once per model (weakly held: models come and go).
+_PROBED: weakref.WeakKeyDictionary[SegNet, tuple[float, float]] = weakref.WeakKeyDictionary()
+# Convolution kernels index a tensor with 32-bit integers: a tile's largest activation
+# must stay below this many elements, however much memory the device has.
+MAX_ELEMENTS = 2**31 - 1
 
 
 def activation_bytes_per_pixel(model: SegNet) -> float:
@@ -24,16 +28,27 @@ def activation_bytes_per_pixel(model: SegNet) -> float:
     Measured once per model by summing the outputs of every leaf module on a
     small input; half of that sum bounds what is alive at once in practice.
     """
-    cached = _BYTES_PER_PX.get(model)
+    return _probe(model)[0]
+
+
+def widest_activation_per_pixel(model: SegNet) -> float:
+    """Elements of the model's largest single activation, per input pixel."""
+    return _probe(model)[1]
+
+
+def _probe(model: SegNet) -> tuple[float, float]:
+    cached = _PROBED.get(model)
     if cached is not None:
         return cached
     side = max(2 * model.divisor, 32 if model.dims == 2 else 16)
     x = torch.zeros((1, model.in_channels) + (side,) * model.dims)
     total = [0]
+    widest = [0]
 
     def hook(_m, _i, out):
         if isinstance(out, torch.Tensor):
             total[0] += out.numel()
+            widest[0] = max(widest[0], out.numel())
 
     probe = copy.deepcopy(model).cpu().eval()
     for m in probe.modules():
@@ -41,8 +56,9 @@ def activation_bytes_per_pixel(model: SegNet) -> float:
             m.register_forward_hook(hook)
     with torch.inference_mode():
         probe(x)
-    value = max(4.0 * total[0] / side**model.dims * 0.5, 64.0)
-    _BYTES_PER_PX[model] = value
+    pixels = side**model.dims
+    value = (max(4.0 * total[0] / pixels * 0.5, 64.0), widest[0] / pixels)
+    _PROBED[model] = value
     return value
 
 
@@ -66,6 +82,8 @@ def choose_core(
 
     Starts from one tile for the whole image and splits the longest axis into more
     tiles (equal parts) until one tile fits: few, large tiles waste least on halos.
+    A tile also stays small enough for 32-bit indexing of its largest activation
+    (:data:`MAX_ELEMENTS`), which a large GPU's memory alone would not ensure.
     """
     d, h = model.divisor, model.halo
     pad = h if pad is None else pad
@@ -79,10 +97,11 @@ def choose_core(
             for s, p in zip(spatial_shape, parts)
         ]
 
+    widest = widest_activation_per_pixel(model)
     while True:
         c = cores()
-        size = tile_pixels(c, spatial_shape, model, pad) * bpp
-        if size <= budget:
+        pixels = tile_pixels(c, spatial_shape, model, pad)
+        if pixels * bpp <= budget and pixels * widest <= MAX_ELEMENTS:
             return tuple(c)
         k = int(np.argmax(c))
         if c[k] <= min_core:
