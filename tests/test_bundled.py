@@ -42,11 +42,14 @@ def test_scores_well_on_fresh_synthetic_nuclei(nuclei):
 
 
 def test_diameter_adapts_to_magnification(nuclei):
-    # Nuclei three times the training size: telling segment their size helps.
+    # Nuclei three times the training size: telling segment their size helps, and so
+    # does the default diameter="auto" (estimated from the image).
     img, gt = ns.data.synthetic_nuclei((512, 512), seed=503, diameter=60, n_objects=40)
-    plain = ns.average_precision(gt, ns.segment(img, nuclei).instances, 0.5)
+    plain = ns.average_precision(gt, ns.segment(img, nuclei, diameter=None).instances, 0.5)
     scaled = ns.average_precision(gt, ns.segment(img, nuclei, diameter=60).instances, 0.5)
     assert scaled >= 0.65 and scaled > plain + 0.2, (plain, scaled)
+    auto = ns.average_precision(gt, ns.segment(img, nuclei).instances, 0.5)
+    assert auto >= 0.65 and auto > plain + 0.2, (plain, auto)
 
 
 def test_cli_main_job(tmp_path):

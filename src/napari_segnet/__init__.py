@@ -7,7 +7,15 @@ The core (this package) imports neither Qt nor napari; the napari plugin lives i
 from . import data
 from ._version import __version__
 from .engine import predict, predict_dask
-from .errors import Cancelled, ModelConfigError, ModelFileError, NotAModelError, SegNetError
+from .engine.size import estimate_diameter
+from .errors import (
+    Cancelled,
+    ModelConfigError,
+    ModelFileError,
+    NotAModelError,
+    SegNetError,
+    SegNetWarning,
+)
 from .io import available_models, load_model, save_model
 from .metrics import average_precision, mean_iou
 from .models import SegNet, architectures, build_model
@@ -23,6 +31,7 @@ __all__ = [
     "NotAModelError",
     "SegNet",
     "SegNetError",
+    "SegNetWarning",
     "SegmentResult",
     "TrainingUpdate",
     "__version__",
@@ -32,6 +41,7 @@ __all__ = [
     "boundary_weight_map",
     "build_model",
     "data",
+    "estimate_diameter",
     "label_instances",
     "label_instances_blockwise",
     "load_model",

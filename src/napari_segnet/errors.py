@@ -24,3 +24,7 @@ class NotAModelError(SegNetError, TypeError):
 
     Also a ``TypeError``, which is what such a call raised before.
     """
+
+
+class SegNetWarning(UserWarning):
+    """Something was done to the input on the user's behalf (e.g. RGB turned to grey)."""

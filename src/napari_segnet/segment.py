@@ -15,17 +15,22 @@ from typing import Any
 
 import numpy as np
 
-from .engine.axes import make_layout
+from .engine.axes import Layout, make_layout
+from .engine.channels import match_channels
 from .engine.plan import Plan, as_source, make_plan
 from .engine.predict import run_plan
 from .engine.rescale import Rescaled
 from .engine.runner import Progress
 from .engine.sinks import ArraySink, semantic_dtype
+from .engine.size import estimate_diameter
 from .errors import SegNetError
 from .io.zarr_output import COMPLETE_ATTR, ZarrOutput
 from .models.base import SegNet
 from .postprocess import results
 from .postprocess.instances import label_instances_blockwise
+
+# Automatic sizes within this ratio of the training diameter are not rescaled.
+AUTO_TOLERANCE = 1.1
 
 __all__ = ["COMPLETE_ATTR", "SegmentResult", "segment"]
 
@@ -63,7 +68,9 @@ def segment(
     tile_size=None,
     batch_size: int | None = None,
     device="auto",
-    diameter: float | None = None,
+    diameter: float | str | None = "auto",
+    stitch_3d: bool | None = None,
+    anisotropy: float = 1.0,
     crf: bool | dict = False,
     instances: bool | None = None,
     instance_options: dict | None = None,
@@ -85,10 +92,24 @@ def segment(
         e.g. ``"YX"``, ``"ZYX"``, ``"TYX"``, ``"YXC"``; guessed if None.
     tile_size, batch_size, device, precision, border
         As in :func:`napari_segnet.predict`.
-    diameter : float, optional
+    diameter : float, "auto" or None
         Typical object diameter in pixels in this image; the image is rescaled so
         objects match the size the model was trained on, and results are resized
-        back (probabilities linearly, labels by nearest neighbour).
+        back (probabilities linearly, labels by nearest neighbour). ``"auto"`` (the
+        default) estimates it with :func:`estimate_diameter` when the model records
+        a training diameter, and rescales when the estimate differs from it by more
+        than 10 %; for models without one it means None. None: no rescaling.
+        ``info["diameter"]`` holds the diameter used, ``info["diameter_estimated"]``
+        whether it was estimated.
+    stitch_3d : bool, optional
+        With a 2D model and a ``Z`` axis: label 3D objects over the stacked slice
+        probabilities (see :func:`~napari_segnet.postprocess.stitch.stitch_slices`)
+        instead of each slice on its own. None: when the model is 2D, the axes hold
+        ``Z`` and the model was trained on instances. ``T`` stays frame by frame.
+        Stitching needs the probabilities in memory.
+    anisotropy : float
+        Z spacing over XY spacing, for stitching (seeds are found with distances
+        measured in these units).
     crf : bool or dict
         Refine the probabilities with :func:`refine_crf` before labelling (a dict
         passes its parameters). For instance models (background, interior, boundary)
@@ -114,25 +135,45 @@ def segment(
     Returns
     -------
     SegmentResult
+
+    Warns
+    -----
+    SegNetWarning
+        When the image's channels were converted for the model: an RGB(A) image for
+        a grey model becomes its luminance (0.2125 R + 0.7154 G + 0.0721 B), a grey
+        image for a 3-channel model is repeated to 3 channels. ``info["notes"]``
+        says what was done.
     """
     src = as_source(image)
     if not isinstance(model, SegNet):
         raise SegNetError("model must be a napari-segnet model (build_model, load_model or train)")
-    # 1. The input: layout, and the zoom that gives objects the trained size.
+    # 1. The input: channels, layout, and the zoom that gives objects the trained size.
+    src, axes, note = match_channels(src, axes, model.in_channels)
     layout = make_layout(tuple(src.shape), axes, model.dims, model.in_channels)
     if instances is None:
         instances = model.metadata.target == "instances"
     options = results.instance_options(model, instance_options)
-    work = Rescaled.of(src, layout, model, diameter)
+    used, estimated = _diameter(src, model, layout.axes, diameter, device)
+    work = Rescaled.of(src, layout, model, used if _rescales(model, used, estimated) else None)
+    stitch = _stitch(model, layout, stitch_3d, instances, anisotropy * work.factor)
     # 2. The plan: normalisation, tiles, batches.
     plan = make_plan(
         work.image, model, layout.axes, tile_size, batch_size, device, precision, border
     )
     run = {"precision": precision, "progress": progress, "cancel": cancel}
-    if output is not None and work.factor == 1.0 and not crf:
+    info = {
+        "diameter": used,
+        "diameter_estimated": estimated,
+        "rescale": work.factor,
+        "stitch_3d": stitch is not None,
+        "notes": [note] if note else [],
+    }
+    if output is not None and work.factor == 1.0 and not crf and stitch is None:
         # 3a. Tiles straight into the store; instances block by block from there.
         with ZarrOutput(output) as store:
-            return _segment_into_store(work, model, plan, store, instances, options, run)
+            res = _segment_into_store(work, model, plan, store, instances, options, run)
+            res.info.update(info)
+            return res
     # 3b. Tiles into memory, then post-processing and the way back to the input grid.
     prob = np.zeros((model.n_classes, *plan.layout.out_shape), np.float32)
     run_plan(work.image, model, plan, ArraySink(plan.layout, probabilities=prob), **run)
@@ -144,6 +185,7 @@ def segment(
         crf=crf,
         instances=instances,
         options=options,
+        stitch=stitch,
         semantic_dtype=semantic_dtype(model.n_classes),
         device=device,
         cancel=cancel,
@@ -156,7 +198,42 @@ def segment(
             arrays = {"probabilities": prob, "semantic": semantic, "instances": labels}
             store.write_whole(arrays, plan.core)
             store.complete()
-    return SegmentResult(prob, semantic, labels, layout.out_axes, _info(plan, model))
+    return SegmentResult(prob, semantic, labels, layout.out_axes, {**_info(plan, model), **info})
+
+
+def _diameter(src, model: SegNet, axes: str, diameter, device) -> tuple[float | None, bool]:
+    """The diameter to rescale to, and whether it was estimated."""
+    if isinstance(diameter, str):
+        if diameter != "auto":
+            raise SegNetError(f"diameter must be a number, 'auto' or None, not {diameter!r}")
+        if not model.metadata.diameter:
+            return None, False
+        return estimate_diameter(src, model, axes, device=device), True
+    return diameter, False
+
+
+def _rescales(model: SegNet, diameter: float | None, estimated: bool) -> bool:
+    """Whether to rescale: always for a given diameter, for an estimate when far off."""
+    if diameter is None or not estimated:
+        return diameter is not None
+    ratio = float(model.metadata.diameter) / diameter
+    return not 1 / AUTO_TOLERANCE <= ratio <= AUTO_TOLERANCE
+
+
+def _stitch(
+    model: SegNet, layout: Layout, stitch_3d: bool | None, instances: bool, anisotropy: float
+) -> dict | None:
+    """``finish``'s stitching arguments, or None to label slice by slice."""
+    slices = model.dims == 2 and "Z" in layout.axes
+    if stitch_3d is None:
+        stitch_3d = slices and instances and model.metadata.target == "instances"
+    if not stitch_3d or not instances:
+        return None
+    if not slices:
+        raise SegNetError("stitch_3d=True needs a 2D model and an image with a Z axis")
+    if not anisotropy > 0:
+        raise SegNetError("anisotropy must be positive (Z spacing / XY spacing)")
+    return {"axes": layout.out_axes, "anisotropy": float(anisotropy)}
 
 
 def _segment_into_store(

@@ -14,6 +14,7 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
+from napari.utils.notifications import show_info
 
 from ..engine.devices import available_devices
 from ..errors import SegNetError
@@ -48,7 +49,7 @@ class SegmentWidget(JobPanel, Container):
         self.model_file = FileEdit(label="model file", filter="*.segnet", visible=False)
         self.device = ComboBox(label="device", choices=["auto", *available_devices()])
         self.tile = SpinBox(label="tile size (0 = auto)", min=0, max=8192, step=16, value=0)
-        self.diameter = FloatSpinBox(label="diameter px (0 = model's)", min=0, max=1000, value=0)
+        self.diameter = FloatSpinBox(label="diameter px (0 = auto)", min=0, max=1000, value=0)
         self.out_prob = CheckBox(text="probabilities (image layer)", value=False)
         self.out_sem = CheckBox(text="semantic labels", value=True)
         self.out_inst = CheckBox(text="instance labels (when the model has them)", value=True)
@@ -129,7 +130,7 @@ class SegmentWidget(JobPanel, Container):
             "axes": axes,
             "tile_size": self.tile.value or None,
             "device": self.device.value,
-            "diameter": self.diameter.value or None,
+            "diameter": self.diameter.value or "auto",
             "crf": crf,
             "instances": None if self.out_inst.value else False,
         }
@@ -178,5 +179,18 @@ class SegmentWidget(JobPanel, Container):
             if "axis_labels" in pkw:
                 pkw["axis_labels"] = ("class", *pkw["axis_labels"])
             put_layer(self.viewer, f"{name} probabilities", prob, "image", colormap="magma", **pkw)
+        for note in res.info.get("notes", []):
+            show_info(f"napari-segnet: {note}")
         n = 0 if res.instances is None else int(np.asarray(res.instances).max())
-        self.status.value = f"done: {res.info['n_tiles']} tiles, {n} objects"
+        self.status.value = f"done: {res.info['n_tiles']} tiles, {n} objects" + diameter_text(
+            res.info
+        )
+
+
+def diameter_text(info: dict) -> str:
+    """The diameter a run used, for the status line ("" when none)."""
+    d = info.get("diameter")
+    if d is None:
+        return ""
+    how = "estimated" if info.get("diameter_estimated") else "given"
+    return f", diameter {d:.1f} px ({how})"

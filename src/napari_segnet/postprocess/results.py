@@ -10,6 +10,7 @@ from ..errors import SegNetError
 from ..models.base import SegNet
 from .crf import refine_crf
 from .instances import label_instances
+from .stitch import stitch_slices
 
 # What an instance model's three classes are; the CRF keeps the boundary class for them.
 _INSTANCE_FOREGROUND = (1, 2)
@@ -56,11 +57,15 @@ def finish(
     crf: bool | dict = False,
     instances: bool,
     options: dict,
+    stitch: dict | None = None,
     semantic_dtype: np.dtype,
     device="auto",
     cancel: threading.Event | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Refine (optionally) and label in-memory probabilities.
+
+    ``stitch`` (``axes`` and ``anisotropy``) labels 3D objects over the Z axis of a 2D
+    model's per-slice probabilities (:func:`stitch_slices`).
 
     Returns
     -------
@@ -71,5 +76,10 @@ def finish(
         params = crf_params(model, crf)
         prob = refine_crf(crf_image(image, layout), prob, device=device, cancel=cancel, **params)
     semantic = prob.argmax(0).astype(semantic_dtype)
-    labels = label_instances(prob, **options) if instances else None
+    labels = None
+    if instances and stitch is not None:
+        per_slice = {k: v for k, v in options.items() if k != "ndim"}
+        labels = stitch_slices(prob, stitch["axes"], anisotropy=stitch["anisotropy"], **per_slice)
+    elif instances:
+        labels = label_instances(prob, **options)
     return prob, semantic, labels
