@@ -252,3 +252,51 @@ def test_available_models_is_a_list():
     assert isinstance(names, list)
     for n in names:
         assert isinstance(ns.load_model(n), ns.SegNet)
+
+
+def _crafted_file(path, model, config=None, meta=None):
+    import json
+
+    from safetensors.torch import save_file
+
+    head = {
+        "format": "napari-segnet",
+        "format_version": 1,
+        "config": {**model.config, **(config or {})},
+        "meta": {} if meta is None else meta,
+        "history": {},
+    }
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"napari_segnet": json.dumps(head)})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("config", "meta", "word"),
+    [
+        ({"width": 10**6}, None, "width"),  # would ask for terabytes
+        ({"depth": 60}, None, "depth"),
+        ({"n_classes": 10**7}, None, "n_classes"),
+        ({"in_channels": "3"}, None, "in_channels"),
+        ({"width": 4}, None, "do not match"),  # shapes checked before building
+        ({"arch": "transformer"}, None, "transformer"),
+        (None, "a string", "meta"),
+    ],
+)
+def test_crafted_model_files_are_refused_before_allocation(tmp_path, config, meta, word):
+    import tracemalloc
+
+    model = ns.build_model("unet", depth=1, width=2)
+    path = _crafted_file(tmp_path / "crafted.segnet", model, config, meta)
+    tracemalloc.start()
+    with pytest.raises(ns.ModelFileError, match=word):
+        ns.load_model(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+
+@pytest.mark.parametrize("value", [123, None, 1.5])
+def test_load_model_says_what_it_takes(value):
+    with pytest.raises(ns.ModelFileError, match="name or a model file"):
+        ns.load_model(value)

@@ -34,6 +34,11 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     ModelFileError
         Unknown name, missing file, corrupt or pickled file.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ModelFileError(
+            "load_model takes a bundled model's name or a model file's path, not "
+            f"{type(name_or_path).__name__}; bundled: {available_models() or 'none'}"
+        )
     name = str(name_or_path)
     if isinstance(name_or_path, str) and name in available_models():
         model = load_model_file(BUNDLED_DIR / f"{name}{SUFFIX}", device)

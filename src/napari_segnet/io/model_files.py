@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -104,22 +105,98 @@ def _read(path: Path) -> tuple[dict[str, Any], Path]:
     return head, path
 
 
+# Limits on what a model file may ask for, checked before anything is allocated: far
+# above any useful segmentation network, far below a memory bomb.
+LIMITS = {"in_channels": 64, "n_classes": 1024, "width": 512, "depth": 8, "dims": 3}
+MAX_PARAMETER_BYTES = 2 * 2**30
+
+
+def check_header(head: Any, where: str) -> dict[str, Any]:
+    """The header's config, after checking every field a crafted file could abuse.
+
+    Raises
+    ------
+    ModelFileError
+        Wrong types, unknown format or version, values beyond :data:`LIMITS`.
+    """
+    if not isinstance(head, dict) or head.get("format") != FORMAT:
+        raise ModelFileError(f"{where} is not a napari-segnet model file")
+    version = head.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{where} has format version {version!r}; this napari-segnet reads up to "
+            f"{FORMAT_VERSION}: update napari-segnet"
+        )
+    config = head.get("config")
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{where}: the model config must be a JSON object")
+    for key in ("meta", "history"):
+        if head.get(key) is not None and not isinstance(head[key], dict):
+            raise ModelFileError(f"{where}: {key!r} must be a JSON object, not {head[key]!r}")
+    for key, limit in LIMITS.items():
+        value = config.get(key)
+        if value is None and key in ("width", "depth"):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+            raise ModelFileError(
+                f"{where}: {key} = {value!r} is outside what a model file may ask for "
+                f"(an integer from 1 to {limit})"
+            )
+    return config
+
+
+def _expected_shapes(config: dict[str, Any], where: str) -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer shapes of the architecture, built without allocating."""
+    try:
+        with torch.device("meta"):
+            skeleton = build_from_config(config)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{where}: invalid model config: {e}") from None
+    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+
+
+def _check_weights(weights: Path, expected: dict[str, tuple[int, ...]], where: str) -> None:
+    """The file's tensors must be exactly the architecture's, within the memory budget."""
+    nbytes = 4 * sum(math.prod(s) for s in expected.values())
+    if nbytes > MAX_PARAMETER_BYTES:
+        raise ModelFileError(
+            f"{where}: the architecture asks for {nbytes / 2**30:.1f} GiB of weights, more "
+            f"than the {MAX_PARAMETER_BYTES / 2**30:.0f} GiB a model file may use"
+        )
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise ModelFileError(f"{where}: corrupt weights: {e}") from None
+    if found != expected:
+        missing = sorted(set(expected) - set(found))[:3]
+        extra = sorted(set(found) - set(expected))[:3]
+        wrong = [k for k in expected if k in found and found[k] != expected[k]][:3]
+        raise ModelFileError(
+            f"{where}: the weights do not match the config (missing {missing}, "
+            f"unexpected {extra}, wrong shape {wrong})"
+        )
+
+
 def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> SegNet:
-    """Load a model file or folder written by :func:`save_model`."""
+    """Load a model file or folder written by :func:`save_model`.
+
+    The header is checked (types, format version, :data:`LIMITS`) and the tensor shapes
+    in the file are compared with the architecture before the network is built, so a
+    crafted file cannot make this allocate more than :data:`MAX_PARAMETER_BYTES`.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ModelFileError(
+            f"a model file path must be a string or a path, not {type(path).__name__}"
+        )
     p = Path(path)
     if not p.exists():
         raise ModelFileError(f"no model file at {p}")
     head, weights = _read(p)
-    if not isinstance(head, dict) or head.get("format") != FORMAT:
-        raise ModelFileError(f"{p} is not a napari-segnet model file")
-    version = head.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{p} has format version {version!r}; this napari-segnet reads up to "
-            f"{FORMAT_VERSION}: update napari-segnet"
-        )
+    config = check_header(head, str(p))
+    _check_weights(weights, _expected_shapes(config, str(p)), str(p))
     try:
-        model = build_from_config(head["config"])
+        model = build_from_config(config)
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{p}: invalid model config: {e}") from None
     try:
