@@ -127,9 +127,10 @@ def split_by_image(
 ) -> tuple[list[Pair], list[Pair]]:
     """Hold out whole images (all pairs of an image go to one side), per group.
 
-    Each group (e.g. imaging modality; ``groups[i]`` is image ``i``'s) gives about
-    ``fraction`` of its images to validation, so every kind of image is validated;
-    at least one image is held out and at least one kept for training.
+    Each group (e.g. imaging modality; ``groups[i]`` is image ``i``'s) of two or
+    more images gives about ``fraction`` of them, at least one, to validation, so
+    every kind of image is validated; at least one image is held out and at least
+    one kept for training.
     """
     sources = sorted({p.source for p in pairs})
     if len(sources) < 2:
@@ -141,7 +142,7 @@ def split_by_image(
     for key in sorted(strata, key=str):
         members = strata[key]
         order = rng.permutation(len(members))
-        n_val = round(len(members) * fraction)
+        n_val = max(1, round(len(members) * fraction)) if len(members) >= 2 else 0
         held += [members[i] for i in order[:n_val]]
     if not held:
         held = [sources[int(rng.integers(len(sources)))]]

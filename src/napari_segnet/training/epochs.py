@@ -147,6 +147,7 @@ class EpochLoop:
                 self.epoch += 1
                 losses, pending = self.train_epoch(pool, pending)
                 if not losses:
+                    self.epoch -= 1  # stopped before the epoch began
                     break
                 # A short epoch was cut by ``cancel`` or the clock: validated, then the end.
                 stop = self.end_epoch(losses) or len(losses) < self.plan.steps_per_epoch
