@@ -216,3 +216,36 @@ def test_resume_gives_the_uninterrupted_model(tmp_path):
         ns.train(img, lab, resume=ckpt, **{**kw, "batch_size": 3})
     with pytest.raises(ns.SegNetError, match="not a training checkpoint"):
         ns.train(img, lab, resume=tmp_path, **kw)
+
+
+def test_train_a_folder_from_the_shell(tmp_path, capsys):
+    from napari_segnet.cli import main
+
+    root = write_collection(tmp_path / "g", n=4, modalities=["fluorescence"])
+    common = ["--patch-size", "64", "--batch-size", "1", "--steps-per-epoch", "2"]
+    common += ["--pretrained", "none", "--validation", "0"]
+    common += ["--device", "cpu", "--quiet", "--checkpoint", str(tmp_path / "ck")]
+    out = str(tmp_path / "m.segnet")
+    assert main(["train", str(root), "--out", out, "--epochs", "1", *common]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(root),
+                "--out",
+                out,
+                "--epochs",
+                "2",
+                "--resume",
+                str(tmp_path / "ck"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    m = ns.load_model(out)
+    assert m.meta["training"]["epochs"] == 2
+    assert m.meta["training"]["resumed_from"] == str(tmp_path / "ck")
+    assert m.meta["training"]["collection"]["images"] == 4
+    assert main(["train", "--out", out]) == 2
+    assert "FOLDER" in capsys.readouterr().err
