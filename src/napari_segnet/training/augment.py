@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.color import hed2rgb, rgb2hed
+from skimage.color import hed_from_rgb, rgb_from_hed
 
 from ..errors import SegNetError
 
@@ -55,7 +55,8 @@ class Augmentation:
         haematoxylin-eosin-DAB space of :func:`skimage.color.rgb2hed`.
     stain_sigma : float
         Size of the stain jitter: each HED channel ``h`` becomes ``a·h + b`` with
-        ``a`` in ``1 ± stain_sigma`` and ``b`` in ``± stain_sigma`` (uniform).
+        ``a`` in ``1 ± stain_sigma`` and ``b`` in ``± stain_sigma`` times the
+        channel's range in the patch (uniform).
     """
 
     flip: bool = True
@@ -170,13 +171,19 @@ def augment(
 
 
 def jitter_stain(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    """A ``(3, ...)`` RGB image (normalised, about 0..1) with its HED stains jittered."""
-    rgb = np.moveaxis(image, 0, -1)
-    clipped = np.clip(rgb, 0.0, 1.0)
-    hed = rgb2hed(clipped)
+    """A ``(3, ...)`` RGB image (normalised, about 0..1) with its HED stains jittered.
+
+    Colour deconvolution (Beer-Lambert optical density and the stain matrix of
+    :func:`skimage.color.rgb2hed`, without its clipping, so that no jitter gives the
+    image back), each stain ``h`` becomes ``a·h + b``, and the colours are recomposed.
+    """
+    rgb = np.moveaxis(image, 0, -1).astype(np.float64)
+    clipped = np.clip(rgb, 1e-3, 1.0)
+    stains = -np.log(clipped) @ hed_from_rgb
     a = rng.uniform(1 - sigma, 1 + sigma, 3)
-    b = rng.uniform(-sigma, sigma, 3)
-    out = hed2rgb(hed * a + b)
+    # The shift is relative to each stain's range in the patch.
+    b = rng.uniform(-sigma, sigma, 3) * np.ptp(stains.reshape(-1, 3), axis=0)
+    out = np.exp(-((stains * a + b) @ rgb_from_hed))
     # What clipping removed (values beyond 0..1) is added back unchanged.
     return np.moveaxis(out + (rgb - clipped), -1, 0).astype(np.float32)
 
