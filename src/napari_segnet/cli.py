@@ -111,28 +111,56 @@ def _segment(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    import napari_segnet as ns
+def _train_inputs(args: argparse.Namespace):
+    """What ``train`` reads: a collection folder, or image and label files; None on error."""
+    from napari_segnet.io.collection import read_collection
     from napari_segnet.io.images import expand_inputs, read_image
 
+    if args.folder is not None:
+        if args.images or args.labels:
+            print(
+                "napari-segnet: error: give a FOLDER or --images/--labels, not both",
+                file=sys.stderr,
+            )
+            return None
+        return read_collection(args.folder, channels=args.channels), None
+    if not args.images or not args.labels:
+        print(
+            "napari-segnet: error: give a collection FOLDER (images/ and labels/) "
+            "or both --images and --labels",
+            file=sys.stderr,
+        )
+        return None
     imgs, p1 = expand_inputs(args.images)
     labs, p2 = expand_inputs(args.labels)
     for p in p1 + p2:
         print(f"napari-segnet: error: {p}", file=sys.stderr)
     if p1 or p2:
-        return 2
+        return None
     if len(imgs) != len(labs):
         print(
             f"napari-segnet: error: {len(imgs)} images but {len(labs)} label images "
             "(they are paired in sorted order)",
             file=sys.stderr,
         )
+        return None
+    return [np.asarray(read_image(p)) for p in imgs], [np.asarray(read_image(p)) for p in labs]
+
+
+def _train(args: argparse.Namespace) -> int:
+    import napari_segnet as ns
+    from napari_segnet.training.augment import Augmentation
+
+    inputs = _train_inputs(args)
+    if inputs is None:
         return 2
-    images = [np.asarray(read_image(p)) for p in imgs]
-    labels = [np.asarray(read_image(p)) for p in labs]
+    images, labels = inputs
     model = args.fine_tune if args.fine_tune else args.arch
     if args.fine_tune:
         model = ns.load_model(args.fine_tune)
+    max_time = args.max_time
+    if args.minutes is not None:
+        max_time = args.minutes * 60
 
     def progress(u):
         if u.kind == "epoch" and not args.quiet:
@@ -145,12 +173,22 @@ def _train(args: argparse.Namespace) -> int:
         model=model,
         target=args.target,
         epochs=args.epochs,
-        max_time=args.max_time,
+        max_time=max_time,
         device=args.device,
         seed=args.seed,
         axes=args.axes,
         dims=args.dims,
         progress=progress,
+        patch_size=args.patch_size,
+        batch_size=args.batch_size,
+        steps_per_epoch=args.steps_per_epoch,
+        validation=args.validation,
+        augmentation=Augmentation.microscopy() if args.augment == "microscopy" else None,
+        diameter=args.diameter,
+        checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        pretrained=None if args.pretrained == "none" else args.pretrained,
     )
     path = ns.save_model(trained, args.out)
     print(f"saved {path}")
@@ -222,17 +260,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser(
         "train",
-        help="train a model on images and labels",
-        description="Train a network on image/label pairs (paired in sorted order) and save it.",
+        help="train a model on a collection folder, or on images and labels",
+        description="Train a network and save it. Either a collection FOLDER (images/ and "
+        "labels/ matched by file name, optionally index.csv with id and modality columns; "
+        "validation holds out whole images per modality), or --images and --labels "
+        "(paired in sorted order).",
     )
-    tr.add_argument("--images", nargs="+", required=True, help="image files, folders or globs")
-    tr.add_argument("--labels", nargs="+", required=True, help="label files, folders or globs")
+    tr.add_argument("folder", nargs="?", metavar="FOLDER", help="collection folder")
+    tr.add_argument("--images", nargs="+", help="image files, folders or globs")
+    tr.add_argument("--labels", nargs="+", help="label files, folders or globs")
     tr.add_argument("--out", required=True, help="model file to write (.segnet)")
     tr.add_argument("--target", default="instances", choices=["instances", "semantic", "scribbles"])
     tr.add_argument("--arch", default="unet", choices=["unet", "deconvnet", "dilated"])
     tr.add_argument("--fine-tune", default=None, help="model (name or file) to start from")
     tr.add_argument("--epochs", type=int, default=None)
     tr.add_argument("--max-time", type=float, default=None, help="seconds")
+    tr.add_argument("--minutes", type=float, default=None, help="time budget in minutes")
+    tr.add_argument(
+        "--diameter",
+        type=float,
+        default=None,
+        help="rescale each image so its median object diameter is this many pixels",
+    )
+    tr.add_argument(
+        "--channels", type=int, default=None, help="read a collection with 1 or 3 channels"
+    )
+    tr.add_argument("--patch-size", type=int, default=None, help="training patch side")
+    tr.add_argument("--batch-size", type=int, default=None, help="patches per step")
+    tr.add_argument("--steps-per-epoch", type=int, default=None, help="steps per epoch")
+    tr.add_argument("--validation", type=float, default=0.15, help="fraction held out")
+    tr.add_argument(
+        "--augment",
+        default="default",
+        choices=["default", "microscopy"],
+        help="microscopy: also scale jitter, blur, grey inversion and stain jitter",
+    )
+    tr.add_argument("--checkpoint", default=None, help="folder for resumable checkpoints")
+    tr.add_argument("--checkpoint-every", type=int, default=1, help="epochs between them")
+    tr.add_argument("--resume", default=None, help="checkpoint folder to continue from")
+    tr.add_argument(
+        "--pretrained",
+        default="auto",
+        help="bundled model to start from, 'auto' (see the docs) or 'none' (from scratch)",
+    )
     tr.add_argument("--dims", type=int, default=2, choices=[2, 3])
     tr.add_argument("--axes", default=None)
     tr.add_argument("--device", default="auto")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,8 +10,12 @@ import numpy as np
 from ..engine.axes import make_layout
 from ..engine.normalize import apply_normalization, normalization_stats
 from ..errors import SegNetError
-from .augment import Augmentation, augment
+from .augment import Augmentation, augment, resample
 from .targets import IGNORE
+
+# Makes the class map and loss weights of a label image (``make_target`` with the
+# run's settings bound).
+TargetMaker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -21,6 +26,7 @@ class Pair:
     target: np.ndarray
     weight: np.ndarray
     labels: np.ndarray  # the user's labels (instances: for validation scores)
+    source: int = 0  # index of the image the pair comes from
 
     @property
     def n_labelled(self) -> int:
@@ -105,20 +111,67 @@ def load_pairs(
                 if not (lab_s > 0).any():
                     continue
                 tgt, w = make_target(lab_s)
-                pairs.append(Pair(apply_normalization(x[idx], stats[idx]), tgt, w, lab_s))
+                pairs.append(Pair(apply_normalization(x[idx], stats[idx]), tgt, w, lab_s, i))
         else:
             s = stats.reshape(-1, 2)
             tgt, w = make_target(lab)
-            pairs.append(Pair(apply_normalization(x, s), tgt, w, lab))
+            pairs.append(Pair(apply_normalization(x, s), tgt, w, lab, i))
     return pairs, int(channels)
 
 
-def split_validation(
-    pairs: list[Pair], fraction: float, patch: tuple[int, ...], rng: np.random.Generator
+def split_by_image(
+    pairs: list[Pair],
+    fraction: float,
+    rng: np.random.Generator,
+    groups: Sequence[str | None] | None = None,
 ) -> tuple[list[Pair], list[Pair]]:
-    """Hold out whole pairs (four or more) or a strip at the end of each wide-enough pair."""
+    """Hold out whole images (all pairs of an image go to one side), per group.
+
+    Each group (e.g. imaging modality; ``groups[i]`` is image ``i``'s) of two or
+    more images gives about ``fraction`` of them, at least one, to validation, so
+    every kind of image is validated; at least one image is held out and at least
+    one kept for training.
+    """
+    sources = sorted({p.source for p in pairs})
+    if len(sources) < 2:
+        return pairs, []
+    strata: dict[str | None, list[int]] = {}
+    for src in sources:
+        strata.setdefault(None if groups is None else groups[src], []).append(src)
+    held: list[int] = []
+    for key in sorted(strata, key=str):
+        members = strata[key]
+        order = rng.permutation(len(members))
+        n_val = max(1, round(len(members) * fraction)) if len(members) >= 2 else 0
+        held += [members[i] for i in order[:n_val]]
+    if not held:
+        held = [sources[int(rng.integers(len(sources)))]]
+    if len(held) == len(sources):
+        held = held[1:]
+    val_set = set(held)
+    train = [p for p in pairs if p.source not in val_set]
+    val = [p for p in pairs if p.source in val_set and p.n_labelled]
+    return train, val
+
+
+def split_validation(
+    pairs: list[Pair],
+    fraction: float,
+    patch: tuple[int, ...],
+    rng: np.random.Generator,
+    *,
+    by_image: bool = False,
+    groups: Sequence[str | None] | None = None,
+) -> tuple[list[Pair], list[Pair]]:
+    """Hold out whole pairs (four or more) or a strip at the end of each wide-enough pair.
+
+    With ``by_image`` (a collection of images), whole images are held out, stratified
+    by ``groups`` (see :func:`split_by_image`), whenever there are two or more.
+    """
     if fraction <= 0:
         return pairs, []
+    if by_image and len({p.source for p in pairs}) >= 2:
+        return split_by_image(pairs, fraction, rng, groups)
     if len(pairs) >= 4:
         n_val = max(1, round(len(pairs) * fraction))
         order = rng.permutation(len(pairs))
@@ -134,15 +187,34 @@ def split_validation(
             continue
         sl_a = (Ellipsis, slice(0, cut))
         sl_b = (Ellipsis, slice(cut, None))
-        train.append(Pair(p.image[sl_a], p.target[sl_a], p.weight[sl_a], p.labels[sl_a]))
-        vp = Pair(p.image[sl_b], p.target[sl_b], p.weight[sl_b], p.labels[sl_b])
+        a = (p.image[sl_a], p.target[sl_a], p.weight[sl_a], p.labels[sl_a], p.source)
+        train.append(Pair(*a))
+        vp = Pair(p.image[sl_b], p.target[sl_b], p.weight[sl_b], p.labels[sl_b], p.source)
         if vp.n_labelled:
             val.append(vp)
     return train, val
 
 
 class PatchSampler:
-    """Random patches (padded where an image is smaller), augmented, in batches."""
+    """Random patches (padded where an image is smaller), augmented, in batches.
+
+    Parameters
+    ----------
+    pairs : list of Pair
+        Training pairs.
+    patch : tuple of int
+        Patch shape.
+    aug : Augmentation
+        Augmentation of each patch.
+    rng : numpy.random.Generator
+        All random draws.
+    sparse : bool
+        Scribbles: patches are centred on labelled pixels most of the time.
+    retarget : callable, optional
+        Remakes the class map and weights of zoomed label patches (instances: the
+        boundary class is one pixel wide at every zoom). Without it, the class map
+        is resampled by nearest neighbour and the weights linearly.
+    """
 
     def __init__(
         self,
@@ -151,49 +223,70 @@ class PatchSampler:
         aug: Augmentation,
         rng: np.random.Generator,
         sparse: bool,
+        retarget: TargetMaker | None = None,
     ):
         self.pairs = pairs
         self.patch = patch
         self.aug = aug
         self.rng = rng
         self.sparse = sparse
+        self.retarget = retarget
         sizes = np.array([max(p.n_labelled, 1) for p in pairs], float)
         self.p_pair = sizes / sizes.sum()
         self.labelled = [np.flatnonzero(p.target != IGNORE) for p in pairs] if sparse else None
 
-    def _crop(self, pair: Pair, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def region(self, pair: Pair, k: int, size: tuple[int, ...]) -> list[int]:
+        """Start of a random region of ``size`` in ``pair`` (negative: padded)."""
         shape = pair.target.shape
         rng = self.rng
         if self.sparse and rng.random() < 0.7 and len(self.labelled[k]):
             centre = np.unravel_index(rng.choice(self.labelled[k]), shape)
             start = [
                 int(c) - s // 2 + int(rng.integers(-s // 4, s // 4 + 1))
-                for c, s in zip(centre, self.patch)
+                for c, s in zip(centre, size)
             ]
         else:
             start = [
-                int(rng.integers(min(0, n - s), max(n - s, 0) + 1))
-                for n, s in zip(shape, self.patch)
+                int(rng.integers(min(0, n - s), max(n - s, 0) + 1)) for n, s in zip(shape, size)
             ]
-        start = [
-            min(max(a, min(0, n - s)), max(n - s, 0)) for a, n, s in zip(start, shape, self.patch)
-        ]
-        src = tuple(slice(max(a, 0), min(a + s, n)) for a, s, n in zip(start, self.patch, shape))
-        pads = [(max(-a, 0), max(a + s - n, 0)) for a, s, n in zip(start, self.patch, shape)]
+        return [min(max(a, min(0, n - s)), max(n - s, 0)) for a, n, s in zip(start, shape, size)]
+
+    def crop(self, pair: Pair, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A patch of ``pair`` (zoomed when the augmentation draws a zoom)."""
+        zoom = self.aug.draw_zoom(self.rng)
+        size = self.patch if zoom == 1.0 else tuple(max(1, round(s / zoom)) for s in self.patch)
+        start = self.region(pair, k, size)
+        shape = pair.target.shape
+        src = tuple(slice(max(a, 0), min(a + s, n)) for a, s, n in zip(start, size, shape))
+        pads = [(max(-a, 0), max(a + s - n, 0)) for a, s, n in zip(start, size, shape)]
         img = pair.image[(slice(None), *src)]
         tgt = pair.target[src]
         wgt = pair.weight[src]
-        if any(p != (0, 0) for p in pads):
+        padded = any(p != (0, 0) for p in pads)
+        if padded:
             img = np.pad(img, [(0, 0), *pads], mode="reflect" if min(img.shape[1:]) > 1 else "edge")
             tgt = np.pad(tgt, pads, constant_values=IGNORE)
             wgt = np.pad(wgt, pads)
-        return img, tgt, wgt
+        if zoom == 1.0:
+            return img, tgt, wgt
+        img = np.stack([resample(c, self.patch, 1, smooth=True) for c in img])
+        if self.retarget is None:
+            return img, resample(tgt, self.patch, 0), resample(wgt, self.patch, 1)
+        lab = pair.labels[src]
+        if padded:
+            lab = np.pad(lab, pads)
+        tgt_z, wgt_z = self.retarget(resample(lab, self.patch, 0))
+        outside = resample(tgt, self.patch, 0) == IGNORE
+        tgt_z[outside] = IGNORE
+        wgt_z[outside] = 0.0
+        return img.astype(np.float32), tgt_z, wgt_z
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` augmented patches: images ``(n, C, *patch)``, class maps and weights."""
         imgs, tgts, wgts = [], [], []
         for _ in range(n):
             k = int(self.rng.choice(len(self.pairs), p=self.p_pair))
-            i, t, w = self._crop(self.pairs[k], k)
+            i, t, w = self.crop(self.pairs[k], k)
             i, t, w = augment(i, t, w, self.rng, self.aug)
             imgs.append(i)
             tgts.append(t)

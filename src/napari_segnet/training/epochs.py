@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import SegNetError
 from ..models import SegNet
+from .checkpoint import save_checkpoint
 from .prepare import Plan
 from .progress import Budget, TrainingUpdate
 from .settings import TrainOptions
@@ -68,6 +70,9 @@ class EpochLoop:
         Receives a :class:`TrainingUpdate` after every step and epoch.
     cancel : threading.Event or None
         Stops the run within a step when set.
+    checkpoint : path-like or None
+        Folder to write a resumable checkpoint to, every ``options.checkpoint_every``
+        epochs and at the end (:func:`~napari_segnet.training.checkpoint.save_checkpoint`).
 
     Attributes
     ----------
@@ -79,6 +84,10 @@ class EpochLoop:
         Best validation score (or negative mean loss without validation).
     best_epoch : int
         The epoch that scored it (0 before any).
+    resumed_from : str or None
+        The checkpoint the run continued from.
+    next_batch : tuple of numpy.ndarray or None
+        A batch to train the first step on (a resumed run's), instead of sampling one.
     """
 
     def __init__(
@@ -91,6 +100,7 @@ class EpochLoop:
         budget: Budget,
         progress: Callable[[TrainingUpdate], None] | None = None,
         cancel: threading.Event | None = None,
+        checkpoint: str | os.PathLike | None = None,
     ) -> None:
         self.plan = plan
         self.options = options
@@ -110,6 +120,9 @@ class EpochLoop:
         self.best_score = -math.inf
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.checkpoint = checkpoint
+        self.resumed_from: str | None = None
+        self.next_batch: Batch | None = None
         # Fitting instance thresholds after the loop needs validation data and time.
         self.tune = options.target == "instances" and bool(plan.val_pairs)
 
@@ -127,19 +140,33 @@ class EpochLoop:
         """
         with ThreadPoolExecutor(1) as pool:
             # The next batch is sampled and augmented while the current one trains.
-            pending = pool.submit(self.plan.sampler.batch, self.plan.batch_size)
-            stop = False
+            pending = self.first_batch(pool)
+            epochs = self.budget.epochs
+            stop = epochs is not None and self.epoch >= epochs  # a finished run resumed
             while not stop:
                 self.epoch += 1
                 losses, pending = self.train_epoch(pool, pending)
                 if not losses:
+                    self.epoch -= 1  # stopped before the epoch began
                     break
                 # A short epoch was cut by ``cancel`` or the clock: validated, then the end.
                 stop = self.end_epoch(losses) or len(losses) < self.plan.steps_per_epoch
+                every = self.options.checkpoint_every
+                if self.checkpoint is not None and (stop or self.epoch % every == 0):
+                    save_checkpoint(self.checkpoint, self, pending.result())
             pending.cancel()
         if self.best_state is not None:
             self.net.load_state_dict(self.best_state)
         return self.net.to(memory_format=torch.contiguous_format).cpu().eval()
+
+    def first_batch(self, pool: ThreadPoolExecutor) -> Future[Batch]:
+        """The batch of the first step: a resumed run's, or one being sampled."""
+        if self.next_batch is None:
+            return pool.submit(self.plan.sampler.batch, self.plan.batch_size)
+        done: Future[Batch] = Future()
+        done.set_result(self.next_batch)
+        self.next_batch = None
+        return done
 
     def train_epoch(
         self, pool: ThreadPoolExecutor, pending: Future[Batch]

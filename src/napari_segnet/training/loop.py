@@ -6,6 +6,7 @@ to start from, run the epochs, tune the instance thresholds and record the resul
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,9 @@ import torch
 from ..engine.devices import resolve_device
 from ..models import SegNet
 from .augment import Augmentation
+from .checkpoint import load_checkpoint
 from .epochs import EpochLoop, weighted_loss
+from .inputs import resolve_inputs
 from .prepare import plan_batches, prepare_data, read_annotations
 from .progress import Budget, TrainingUpdate
 from .record import finish, output_class_names
@@ -57,16 +60,24 @@ def train(
     spacing=None,
     class_names: list[str] | None = None,
     pretrained: str | None = "auto",
+    diameter: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    resume: str | os.PathLike | None = None,
 ) -> SegNet:
     """Train (or fine-tune) a segmentation network on annotated images.
 
     Parameters
     ----------
-    images : array or list of arrays
+    images : array, list of arrays, folder or Collection
         Images (2D, 2D with channels, 2D stacks, or 3D volumes for ``dims=3``); of
-        different sizes if you like. Never modified.
-    labels : array or list of arrays
-        One label image per image, the image's shape without its channel axis.
+        different sizes if you like. Never modified. Or a collection: a folder of
+        ``images/`` and ``labels/`` (and optionally ``index.csv``), or a
+        :class:`~napari_segnet.io.collection.Collection` read from one; validation
+        then holds out whole images, stratified by the index's modality.
+    labels : array, list of arrays or None
+        One label image per image, the image's shape without its channel axis; None
+        for a collection.
     model : str or SegNet
         An architecture name (``"unet"``, ``"deconvnet"``, ``"dilated"``) to build, or
         a model to fine-tune (a copy is trained; its classes and normalisation are kept).
@@ -125,6 +136,21 @@ def train(
         ``"nuclei"`` model, which needs far less time and annotation to reach a good
         score; everything else starts from scratch. A bundled model's name (see
         :func:`available_models`) always starts from it; None never does.
+    diameter : float, optional
+        Instances only: rescale each image (and its labels) so that its median object
+        diameter becomes this many pixels before patches are taken, which brings
+        objects of different images to one size; ``meta["diameter"]`` records it, so
+        ``segment(..., diameter=...)`` rescales new images to it. None: as given.
+    checkpoint : path-like, optional
+        Folder to write a resumable checkpoint to (weights, optimizer and random
+        state; no pickle) every ``checkpoint_every`` epochs and at the end.
+    checkpoint_every : int
+        Epochs between checkpoints.
+    resume : path-like, optional
+        A checkpoint folder to continue from: the same call with ``resume`` goes on
+        from the checkpoint's epoch, step, learning-rate schedule position and random
+        state, and gives the model the uninterrupted run would have given (on the
+        CPU). ``epochs`` counts all epochs, those before the checkpoint included.
 
     Returns
     -------
@@ -153,8 +179,12 @@ def train(
         patience=patience,
         augmentation=augmentation,
         seed=seed,
+        diameter=diameter,
+        checkpoint_every=checkpoint_every,
     )
-    image_list, label_list = read_annotations(images, labels, target)
+    inputs = resolve_inputs(images, labels, axes)
+    saved = load_checkpoint(resume) if resume is not None else None
+    image_list, label_list = read_annotations(inputs.images, inputs.labels, target)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     dev = resolve_device(device)
@@ -162,7 +192,14 @@ def train(
     # Data, and the network to start from (its shape depends on the data's channels).
     to_tune = fine_tune_copy(model, target, label_list)
     data = prepare_data(
-        image_list, label_list, options, model=to_tune, dims=dims, axes=axes, spacing=spacing
+        image_list,
+        label_list,
+        options,
+        model=to_tune,
+        dims=dims,
+        axes=inputs.axes,
+        spacing=spacing,
+        collection=inputs.collection,
     )
     start = starting_point(
         model, to_tune, data, target, pretrained=pretrained, model_options=model_options
@@ -172,8 +209,18 @@ def train(
     # Epochs, with validation after each; then the labelling thresholds.
     budget = Budget(start_time, options.planned_epochs, plan.steps_per_epoch, options.max_time)
     loop = EpochLoop(
-        start.net, plan, options, start.peak_lr(lr), dev, budget, progress=progress, cancel=cancel
+        start.net,
+        plan,
+        options,
+        start.peak_lr(lr),
+        dev,
+        budget,
+        progress=progress,
+        cancel=cancel,
+        checkpoint=checkpoint,
     )
+    if saved is not None:
+        saved.restore(loop)
     net = loop.run()
     cancelled = cancel is not None and cancel.is_set()
     tuned = tune_thresholds(net, plan.val_pairs, dev) if loop.tune and not cancelled else None

@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import SegNetError
+from ..io.collection import Collection
 from ..models import SegNet
 from ..options import Normalization
 from .augment import Augmentation
-from .data import Pair, PatchSampler, as_list, load_pairs, split_validation
+from .data import Pair, PatchSampler, TargetMaker, as_list, load_pairs, split_validation
+from .scale import rescale_to_diameter
 from .settings import TrainOptions
 from .targets import make_target
 
@@ -33,6 +35,12 @@ class TrainingData:
         Spatial dimensions of the network.
     normalization : dict
         The normalisation applied, as stored in ``model.meta``.
+    make_target : callable or None
+        Makes the class map and weights of a label image (the run's settings bound).
+    collection : Collection or None
+        The collection the images came from (validation is then split by image).
+    source_diameters : list of float or None
+        With a target diameter: each image's median object diameter before rescaling.
     """
 
     labels: list[np.ndarray]
@@ -40,6 +48,9 @@ class TrainingData:
     channels: int
     dims: int
     normalization: dict[str, Any]
+    make_target: TargetMaker | None = None
+    collection: Collection | None = None
+    source_diameters: list[float] | None = None
 
 
 @dataclass
@@ -131,6 +142,7 @@ def prepare_data(
     dims: int,
     axes: str | None,
     spacing: Any,
+    collection: Collection | None = None,
 ) -> TrainingData:
     """Normalise the images and make the class maps and loss weights of the labels.
 
@@ -149,6 +161,11 @@ def prepare_data(
         Axes of the images; guessed when None.
     spacing : sequence of float or None
         Pixel size per axis, for the weight map.
+    collection : Collection, optional
+        Where the images came from, when a collection.
+
+    With ``options.diameter``, each image is rescaled so that its median object
+    diameter becomes that diameter (:func:`rescale_to_diameter`).
     """
     if model is not None:
         dims = model.dims
@@ -166,9 +183,12 @@ def prepare_data(
         norm_spec=norm_spec,
         make_target=target_of,
     )
+    diameters = None
+    if options.diameter is not None:
+        pairs, diameters = rescale_to_diameter(pairs, options.diameter, target_of)
     if not pairs or sum(p.n_labelled for p in pairs) == 0:
         raise SegNetError("no labelled pixels in the annotations")
-    return TrainingData(labels, pairs, channels, dims, norm_spec)
+    return TrainingData(labels, pairs, channels, dims, norm_spec, target_of, collection, diameters)
 
 
 def patch_shape(options: TrainOptions, dims: int, divisor: int) -> tuple[int, ...]:
@@ -205,11 +225,20 @@ def plan_batches(
         )
     patch = patch_shape(options, data.dims, divisor)
     batch = int(options.batch_size or (8 if data.dims == 2 else 2))
-    train_pairs, val_pairs = split_validation(data.pairs, options.validation, patch, rng)
+    coll = data.collection
+    train_pairs, val_pairs = split_validation(
+        data.pairs,
+        options.validation,
+        patch,
+        rng,
+        by_image=coll is not None,
+        groups=None if coll is None else coll.modalities,
+    )
     if not train_pairs:
         raise SegNetError("nothing left to train on after holding out validation data")
     aug = options.augmentation_or_default
-    sampler = PatchSampler(train_pairs, patch, aug, rng, options.target == "scribbles")
+    retarget = data.make_target if options.target == "instances" else None
+    sampler = PatchSampler(train_pairs, patch, aug, rng, options.target == "scribbles", retarget)
     # About four passes over the annotated area per epoch, within 10..100 steps.
     labelled = sum(p.n_labelled for p in train_pairs)
     steps = options.steps_per_epoch or int(

@@ -7,26 +7,13 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-from skimage.measure import regionprops
 
 from ..models import SegNet
 from .epochs import EpochLoop
 from .prepare import Plan, TrainingData
+from .scale import object_diameter
 from .settings import TrainOptions
 from .targets import INSTANCE_CLASSES
-
-
-def object_diameter(labels_list: list[np.ndarray]) -> float | None:
-    """Median equivalent diameter of the labelled objects (None without objects)."""
-    ds = []
-    for lab in labels_list:
-        for p in regionprops(np.asarray(lab).astype(np.int32)):
-            ds.append(
-                2 * math.sqrt(p.area / math.pi)
-                if lab.ndim == 2
-                else (6 * p.area / math.pi) ** (1 / 3)
-            )
-    return float(np.median(ds)) if ds else None
 
 
 def output_class_names(
@@ -74,6 +61,46 @@ def training_record(
     }
 
 
+def collection_record(data: TrainingData, plan: Plan) -> dict[str, Any]:
+    """The images a collection run used: counts and split, per modality."""
+    coll = data.collection
+    if coll is None:
+        return {}
+    val_sources = sorted({p.source for p in plan.val_pairs})
+    train_sources = sorted({p.source for p in plan.train_pairs})
+    modalities: dict[str, dict[str, int]] = {}
+    for side, sources in (("train", train_sources), ("validation", val_sources)):
+        for i in sources:
+            entry = modalities.setdefault(coll.modalities[i] or "unknown", {})
+            entry[side] = entry.get(side, 0) + 1
+    return {
+        "name": coll.name,
+        "images": len(coll),
+        "channels": coll.channels,
+        "train_images": len(train_sources),
+        "validation_images": len(val_sources),
+        "validation_ids": [coll.ids[i] for i in val_sources],
+        "modalities": modalities,
+    }
+
+
+def extra_record(loop: EpochLoop, data: TrainingData, options: TrainOptions) -> dict[str, Any]:
+    """What a run records beyond :func:`training_record`: collection, rescaling, resume."""
+    out: dict[str, Any] = {}
+    if data.collection is not None:
+        out["collection"] = collection_record(data, loop.plan)
+    if options.diameter is not None:
+        ds = data.source_diameters or []
+        out["diameter"] = {
+            "target": float(options.diameter),
+            "source_range": [round(min(ds), 2), round(max(ds), 2)] if ds else None,
+            "source_median": round(float(np.median(ds)), 2) if ds else None,
+        }
+    if loop.resumed_from is not None:
+        out["resumed_from"] = loop.resumed_from
+    return out
+
+
 def write_meta(
     net: SegNet,
     data: TrainingData,
@@ -93,6 +120,8 @@ def write_meta(
         net.meta["instance_options"] = {**(net.meta.get("instance_options") or {}), **tuned}
     kept = net.metadata
     diameter = object_diameter(data.labels) if target == "instances" else None
+    if training.get("diameter"):
+        diameter = training["diameter"]["target"]
     if spacing is not None:
         pixel_size = list(spacing)
     else:
@@ -123,6 +152,7 @@ def finish(
     training = training_record(
         loop, loop.plan, options, tuned=tuned is not None, fine_tuned_from=fine_tuned_from
     )
+    training.update(extra_record(loop, data, options))
     write_meta(
         net, data, training, target=options.target, names=names, spacing=spacing, tuned=tuned
     )

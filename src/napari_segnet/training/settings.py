@@ -78,6 +78,8 @@ class TrainOptions:
     patience: int | None = None
     augmentation: Augmentation | None = None
     seed: int = 0
+    diameter: float | None = None
+    checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -102,6 +104,13 @@ class TrainOptions:
                 f"augmentation must be an Augmentation or None, not {self.augmentation!r}"
             )
         _check_int("seed", self.seed, 0, optional=False)
+        if self.diameter is not None:
+            _check_number("diameter (pixels)", self.diameter, low=0, low_open=True)
+            if self.target != "instances":
+                raise SegNetError(
+                    "diameter rescales images by their objects' size: it needs target='instances'"
+                )
+        _check_int("checkpoint_every", self.checkpoint_every, 1, optional=False)
 
     @property
     def planned_epochs(self) -> int | None:

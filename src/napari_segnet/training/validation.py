@@ -49,7 +49,7 @@ def limit_pixels(pairs: list[Pair], limit: int) -> list[Pair]:
             break
         if p.labels.size > left:
             rows = max(1, left // int(np.prod(p.labels.shape[1:])))
-            p = Pair(p.image[:, :rows], p.target[:rows], p.weight[:rows], p.labels[:rows])
+            p = Pair(p.image[:, :rows], p.target[:rows], p.weight[:rows], p.labels[:rows], p.source)
         out.append(p)
         left -= p.labels.size
     return out
