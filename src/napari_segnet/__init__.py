@@ -16,7 +16,7 @@ from .errors import (
     SegNetError,
     SegNetWarning,
 )
-from .io import available_models, load_model, save_model
+from .io import available_models, load_model, read_collection, save_model
 from .metrics import average_precision, mean_iou
 from .models import SegNet, architectures, build_model
 from .postprocess import label_instances, label_instances_blockwise, refine_crf
@@ -48,6 +48,7 @@ __all__ = [
     "mean_iou",
     "predict",
     "predict_dask",
+    "read_collection",
     "refine_crf",
     "save_model",
     "segment",
