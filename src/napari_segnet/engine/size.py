@@ -39,6 +39,18 @@ def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
     return (6.0 * areas / math.pi) ** (1.0 / 3.0)
 
 
+def typical_diameter(labels: np.ndarray) -> float | None:
+    """Area-weighted median equivalent diameter of the objects (None without objects).
+
+    The one statistic for object size: what training records as a model's diameter
+    and what :func:`estimate_diameter` measures, so the two agree on the same data.
+    """
+    diameters = equivalent_diameters(labels)
+    if diameters.size == 0:
+        return None
+    return weighted_median(diameters, diameters**labels.ndim)
+
+
 def sample_region(src, layout: Layout, max_size: int) -> tuple[np.ndarray, str]:
     """The middle plane of the outer (T, Z-for-2D) axes, cropped centrally to ``max_size``.
 
@@ -77,10 +89,8 @@ def measure_diameter(
     whole = clear_border(labels)
     if len(np.unique(whole)) - 1 >= MIN_WHOLE:
         labels = whole
-    diameters = equivalent_diameters(labels)
-    if diameters.size == 0:
-        return None
-    return weighted_median(diameters, diameters**labels.ndim) / factor
+    typical = typical_diameter(labels)
+    return None if typical is None else typical / factor
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

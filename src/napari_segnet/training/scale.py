@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from skimage.measure import regionprops
 
+from ..engine.size import equivalent_diameters, weighted_median
 from .augment import resample
 from .data import Pair, TargetMaker
 
@@ -15,16 +13,17 @@ MIN_FACTOR, MAX_FACTOR = 0.1, 10.0
 
 
 def object_diameter(labels_list: list[np.ndarray]) -> float | None:
-    """Median equivalent diameter of the labelled objects (None without objects)."""
-    ds = []
-    for lab in labels_list:
-        for p in regionprops(np.asarray(lab).astype(np.int32)):
-            ds.append(
-                2 * math.sqrt(p.area / math.pi)
-                if lab.ndim == 2
-                else (6 * p.area / math.pi) ** (1 / 3)
-            )
-    return float(np.median(ds)) if ds else None
+    """Typical object diameter over all label images (None without objects).
+
+    The area-weighted median equivalent diameter (:func:`typical_diameter`), the same
+    statistic that :func:`~napari_segnet.estimate_diameter` measures on new images.
+    """
+    labs = [np.asarray(lab).astype(np.int32) for lab in labels_list]
+    labs = [lab for lab in labs if lab.any()]
+    if not labs:
+        return None
+    d = np.concatenate([equivalent_diameters(lab) for lab in labs])
+    return weighted_median(d, d ** labs[0].ndim)
 
 
 def rescale_pair(pair: Pair, factor: float, make_target: TargetMaker) -> Pair:
