@@ -291,8 +291,7 @@ def run_case(
     device = str(dev)
     row = {"case": name, "shape": list(image.shape), "axes": axes, "precision": precision}
     row["tile_size_asked"] = tile_size
-    # diameter=None: the engine at the image's own scale (no size-estimate pass in the timing).
-    kw = {"device": device, "precision": precision, "tile_size": tile_size, "diameter": None}
+    kw = {"device": device, "precision": precision, "tile_size": tile_size}
     mpx = image.size / 1e6
     row["mpix"] = mpx
 
@@ -321,7 +320,8 @@ def run_case(
 
             with UtilSampler(dev) as sampler:
                 t0 = time.perf_counter()
-                res = ns.segment(image, model, axes, progress=progress, **kw)
+                # diameter=None: the image's own scale (no size-estimate pass in the timing).
+                res = ns.segment(image, model, axes, progress=progress, diameter=None, **kw)
                 sync(dev)
                 t1 = time.perf_counter()
             if t1 - t0 < best_total:
