@@ -238,6 +238,7 @@ def test_train_a_folder_from_the_shell(tmp_path, capsys):
                 "2",
                 "--resume",
                 str(tmp_path / "ck"),
+                "--overwrite",  # the first run's model file is there
                 *common,
             ]
         )
@@ -247,5 +248,10 @@ def test_train_a_folder_from_the_shell(tmp_path, capsys):
     assert m.meta["training"]["epochs"] == 2
     assert m.meta["training"]["resumed_from"] == str(tmp_path / "ck")
     assert m.meta["training"]["collection"]["images"] == 4
-    assert main(["train", "--out", out]) == 2
+    capsys.readouterr()
+    # An existing model file is not replaced without --overwrite, before any training.
+    assert main(["train", str(root), "--out", out, "--epochs", "1", *common]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert ns.load_model(out).meta["training"]["epochs"] == 2
+    assert main(["train", "--out", str(tmp_path / "new.segnet")]) == 2
     assert "FOLDER" in capsys.readouterr().err

@@ -300,3 +300,43 @@ def test_crafted_model_files_are_refused_before_allocation(tmp_path, config, met
 def test_load_model_says_what_it_takes(value):
     with pytest.raises(ns.ModelFileError, match="name or a model file"):
         ns.load_model(value)
+
+
+def test_saving_never_replaces_a_model_without_overwrite(tmp_path):
+
+    first = ns.build_model("unet", depth=1, width=2)
+    second = ns.build_model("unet", depth=1, width=3)
+    path = ns.save_model(first, tmp_path / "m.segnet")
+    before = path.read_bytes()
+    with pytest.raises(ns.ModelFileError, match="overwrite=True"):
+        ns.save_model(second, path)
+    assert path.read_bytes() == before
+    ns.save_model(second, path, overwrite=True)
+    assert ns.load_model(path).config["width"] == 3
+    for bad in ("", "   ", None):
+        with pytest.raises(ns.ModelFileError, match="needs a file path"):
+            ns.save_model(first, bad)
+    # A place that cannot be written: a clear error.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ns.ModelFileError, match="cannot write"):
+        ns.save_model(first, blocker / "m.segnet")
+
+
+def test_a_failed_write_leaves_the_old_model_and_no_partial_file(tmp_path, monkeypatch):
+    from napari_segnet.io import model_files
+
+    path = ns.save_model(ns.build_model("unet", depth=1, width=2), tmp_path / "m.segnet")
+    before = path.read_bytes()
+
+    def disk_full(state, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a model")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(model_files, "save_file", disk_full)
+    with pytest.raises(ns.ModelFileError, match="No space left"):
+        ns.save_model(ns.build_model("unet", depth=1, width=3), path, overwrite=True)
+    assert path.read_bytes() == before
+    leftovers = [f.name for f in tmp_path.rglob("*") if f.name.endswith(".partial")]
+    assert leftovers == []

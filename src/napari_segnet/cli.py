@@ -151,6 +151,11 @@ def _train(args: argparse.Namespace) -> int:
     import napari_segnet as ns
     from napari_segnet.training.augment import Augmentation
 
+    out = Path(args.out if Path(args.out).suffix else args.out + ".segnet")
+    if out.exists() and not args.overwrite:
+        # Checked before training, so no time is spent on a model that cannot be saved.
+        print(f"napari-segnet: error: {out} exists already; use --overwrite", file=sys.stderr)
+        return 2
     inputs = _train_inputs(args)
     if inputs is None:
         return 2
@@ -190,7 +195,7 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
         pretrained=None if args.pretrained == "none" else args.pretrained,
     )
-    path = ns.save_model(trained, args.out)
+    path = ns.save_model(trained, args.out, overwrite=args.overwrite)
     print(f"saved {path}")
     return 0
 
@@ -270,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--images", nargs="+", help="image files, folders or globs")
     tr.add_argument("--labels", nargs="+", help="label files, folders or globs")
     tr.add_argument("--out", required=True, help="model file to write (.segnet)")
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     tr.add_argument("--target", default="instances", choices=["instances", "semantic", "scribbles"])
     tr.add_argument("--arch", default="unet", choices=["unet", "deconvnet", "dilated"])
     tr.add_argument("--fine-tune", default=None, help="model (name or file) to start from")

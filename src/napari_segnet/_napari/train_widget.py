@@ -194,6 +194,9 @@ class TrainWidget(JobPanel, Container):
             return
         try:
             written = save_model(self.trained, path)
+        except SegNetError as e:
+            report(e)
+            return
         except OSError as e:
             report(SegNetError(f"could not write {path} ({e}); choose another place to save"))
             return

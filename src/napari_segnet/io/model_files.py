@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,12 @@ def _header(model: SegNet) -> dict[str, Any]:
     }
 
 
-def save_model(model: SegNet, path: str | os.PathLike) -> Path:
+def save_model(model: SegNet, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Save a model as config + safetensors weights.
+
+    The file is written under a temporary name in the same folder and renamed when
+    complete, so a failed or interrupted write leaves neither a half-written model nor
+    a stray temporary file.
 
     Parameters
     ----------
@@ -44,6 +49,8 @@ def save_model(model: SegNet, path: str | os.PathLike) -> Path:
         A file (``.segnet`` is appended if there is no suffix): one safetensors file
         whose metadata holds the JSON config. A path ending in a separator or an
         existing folder: ``config.json`` and ``model.safetensors`` inside it.
+    overwrite : bool
+        Replace an existing model file (or the files of a model folder).
 
     Returns
     -------
@@ -54,28 +61,53 @@ def save_model(model: SegNet, path: str | os.PathLike) -> Path:
     ------
     NotAModelError
         ``model`` is not a napari-segnet model (also a ``TypeError``).
+    ModelFileError
+        An empty path, an existing model without ``overwrite=True``, or a place that
+        cannot be written (the message says why).
     """
     if not isinstance(model, SegNet):
         raise NotAModelError(
             f"save_model expects a napari-segnet model, not {type(model).__name__}: "
             "pass one from build_model, train or load_model"
         )
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ModelFileError(f"save_model needs a file path, not {path!r}")
     p = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     head = _header(model)
     as_folder = str(path).endswith(("/", os.sep)) or p.is_dir()
-    if as_folder:
-        p.mkdir(parents=True, exist_ok=True)
-        save_file(state, str(p / _WEIGHTS), metadata={"format": FORMAT})
-        (p / _CONFIG).write_text(json.dumps(head, indent=2))
-        return p
-    if not p.suffix:
+    if not as_folder and not p.suffix:
         p = p.with_suffix(SUFFIX)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".partial")
-    save_file(state, str(tmp), metadata={"napari_segnet": json.dumps(head)})
-    os.replace(tmp, p)  # never leave a half-written file under the final name
+    targets = [p / _WEIGHTS, p / _CONFIG] if as_folder else [p]
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise ModelFileError(
+            f"{existing[0]} exists already; choose another path or pass overwrite=True"
+        )
+    try:
+        folder = p if as_folder else p.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        if as_folder:
+            _atomic(p / _WEIGHTS, lambda t: save_file(state, t, metadata={"format": FORMAT}))
+            _atomic(p / _CONFIG, lambda t: Path(t).write_text(json.dumps(head, indent=2)))
+        else:
+            meta = {"napari_segnet": json.dumps(head)}
+            _atomic(p, lambda t: save_file(state, t, metadata=meta))
+    except (OSError, SafetensorError) as e:
+        raise ModelFileError(f"cannot write the model to {p}: {e}") from None
     return p
+
+
+def _atomic(target: Path, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``target``, then rename it to ``target``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)  # never a half-written file under the final name
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _read(path: Path) -> tuple[dict[str, Any], Path]:

@@ -116,7 +116,7 @@ def save_checkpoint(folder: str | os.PathLike, loop: EpochLoop, batch: Batch) ->
         "numpy_rng": loop.plan.sampler.rng.bit_generator.state,
         "run": run_shape(loop),
     }
-    model_tmp = save_model(loop.net, out / "model.partial.segnet")
+    model_tmp = save_model(loop.net, out / "model.partial.segnet", overwrite=True)
     os.replace(model_tmp, out / MODEL)
     save_file(tensors, str(out / (TENSORS + ".partial")), metadata={"step": str(loop.step)})
     os.replace(out / (TENSORS + ".partial"), out / TENSORS)
