@@ -87,10 +87,14 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", default=None, help="checkpoint folder to continue from")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (DIR/checkpoint_KIND)")
     p.add_argument("--diameter", type=float, default=20.0, help="object diameter trained at")
     p.add_argument("--patch-size", type=int, default=160)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0, help="patch sampling processes (GPU)")
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
@@ -131,12 +135,14 @@ def main() -> None:
         seed=a.seed,
         patch_size=a.patch_size,
         batch_size=a.batch_size,
-        lr=3e-3,
+        lr=a.lr,
+        steps_per_epoch=a.steps_per_epoch,
+        workers=a.workers,
         validation=0.15,
         augmentation=aug,
         diameter=a.diameter,
         device=a.device,
-        checkpoint=out / f"checkpoint_{a.kind}",
+        checkpoint=a.checkpoint or out / f"checkpoint_{a.kind}",
         resume=a.resume,
         progress=progress,
     )
@@ -163,6 +169,7 @@ def main() -> None:
         "steps": rec["steps"],
         "patches_per_second": None if speed is None else round(speed, 2),
         "patch_size": a.patch_size,
+        "batch_size": a.batch_size,
         "hardware": hardware(a.device),
         "best_validation_ap50": rec["best_score"],
         "script": "scripts/train_bundled.py",

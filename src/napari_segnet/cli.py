@@ -194,6 +194,7 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         pretrained=None if args.pretrained == "none" else args.pretrained,
+        workers=args.workers,
     )
     path = ns.save_model(trained, args.out, overwrite=args.overwrite)
     print(f"saved {path}")
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dims", type=int, default=2, choices=[2, 3])
     tr.add_argument("--axes", default=None)
     tr.add_argument("--device", default="auto")
+    tr.add_argument("--workers", type=int, default=0, help="processes sampling patches (for a GPU)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=_train)

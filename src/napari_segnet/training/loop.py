@@ -27,6 +27,7 @@ from .record import finish, output_class_names
 from .settings import TrainOptions
 from .start import TRAIN_DEFAULTS, fine_tune_copy, starting_point
 from .validation import tune_thresholds
+from .workers import WorkerSampler
 
 __all__ = ["TRAIN_DEFAULTS", "TrainingUpdate", "train", "weighted_loss"]
 
@@ -64,6 +65,7 @@ def train(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1,
     resume: str | os.PathLike | None = None,
+    workers: int = 0,
 ) -> SegNet:
     """Train (or fine-tune) a segmentation network on annotated images.
 
@@ -151,6 +153,10 @@ def train(
         from the checkpoint's epoch, step, learning-rate schedule position and random
         state, and gives the model the uninterrupted run would have given (on the
         CPU). ``epochs`` counts all epochs, those before the checkpoint included.
+    workers : int
+        Processes that sample and augment patches while the network trains (worth it
+        on a GPU, which otherwise waits for them); 0: one background thread. Runs
+        with workers are not reproducible bit for bit.
 
     Returns
     -------
@@ -181,6 +187,7 @@ def train(
         seed=seed,
         diameter=diameter,
         checkpoint_every=checkpoint_every,
+        workers=workers,
     )
     inputs = resolve_inputs(images, labels, axes)
     saved = load_checkpoint(resume) if resume is not None else None
@@ -205,6 +212,10 @@ def train(
         model, to_tune, data, target, pretrained=pretrained, model_options=model_options
     )
     plan = plan_batches(data, options, start.net.divisor, rng)
+    if options.workers:
+        # Started now, before the network reaches the GPU, so the forks copy no CUDA state.
+        plan.sampler = WorkerSampler(plan.sampler, options.workers)
+        plan.sampler.start(plan.batch_size)
 
     # Epochs, with validation after each; then the labelling thresholds.
     budget = Budget(start_time, options.planned_epochs, plan.steps_per_epoch, options.max_time)
@@ -221,7 +232,11 @@ def train(
     )
     if saved is not None:
         saved.restore(loop)
-    net = loop.run()
+    try:
+        net = loop.run()
+    finally:
+        if isinstance(plan.sampler, WorkerSampler):
+            plan.sampler.close()
     cancelled = cancel is not None and cancel.is_set()
     tuned = tune_thresholds(net, plan.val_pairs, dev) if loop.tune and not cancelled else None
 

@@ -17,6 +17,7 @@ from .data import Pair, PatchSampler, TargetMaker, as_list, load_pairs, split_va
 from .scale import rescale_to_diameter
 from .settings import TrainOptions
 from .targets import make_target
+from .workers import WorkerSampler
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Plan:
     batch_size: int
     steps_per_epoch: int
     augmentation: Augmentation
-    sampler: PatchSampler
+    sampler: PatchSampler | WorkerSampler
 
 
 def read_annotations(images: Any, labels: Any, target: str) -> tuple[list, list[np.ndarray]]:

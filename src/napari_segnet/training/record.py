@@ -48,6 +48,7 @@ def training_record(
         "seconds": round(loop.budget.elapsed(), 1),
         "patch_size": list(plan.patch_size),
         "batch_size": plan.batch_size,
+        "workers": options.workers,
         "w0": options.w0,
         "sigma": options.sigma,
         "lr": loop.lr,

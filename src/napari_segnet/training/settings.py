@@ -80,6 +80,7 @@ class TrainOptions:
     seed: int = 0
     diameter: float | None = None
     checkpoint_every: int = 1
+    workers: int = 0
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -111,6 +112,7 @@ class TrainOptions:
                     "diameter rescales images by their objects' size: it needs target='instances'"
                 )
         _check_int("checkpoint_every", self.checkpoint_every, 1, optional=False)
+        _check_int("workers", self.workers, 0, optional=False)
 
     @property
     def planned_epochs(self) -> int | None:
