@@ -21,7 +21,9 @@ def _work(sampler: PatchSampler, n: int, seed: int, out: Any, parent: int) -> No
     sampler.rng = np.random.default_rng(seed)
     try:
         while os.getppid() == parent:
-            batch = sampler.batch(n)
+            x, y, w = sampler.batch(n)
+            # Class maps travel as int16, not int64: a quarter of the bytes through the pipe.
+            batch = (x, y.astype(np.int16), w)
             while os.getppid() == parent:
                 try:
                     out.put(("batch", batch), timeout=1.0)
@@ -91,7 +93,8 @@ class WorkerSampler:
         if kind == "error":
             self.close()
             raise SegNetError(f"a patch sampling process failed:\n{value}")
-        return value
+        x, y, w = value
+        return x, y.astype(np.int64), w
 
     def close(self) -> None:
         """End the worker processes."""
