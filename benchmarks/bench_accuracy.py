@@ -1,7 +1,7 @@
 """Accuracy on real nuclei: the DSB 2018 validation split, per modality, models and baselines.
 
 Run: python benchmarks/bench_accuracy.py --data ../shared/data/dsb2018
-     [--split benchmarks/dsb2018_split.csv] [--models nuclei,path/to/model] [--limit N]
+     [--split benchmarks/dsb2018_split.csv] [--models nuclei,nuclei_he,path/to/model] [--limit N]
      [--baselines otsu-watershed,voronoi-otsu] [--json OUT]
 
 Scores, per method and modality (objects matched by IoU with ``ns.metrics.iou_matrix``; at
@@ -57,6 +57,10 @@ from skimage.segmentation import watershed
 
 import napari_segnet as ns
 from napari_segnet.metrics import iou_matrix
+
+# The bundled models and, for comparison, the earlier one trained on synthetic images only.
+SYNTHETIC = Path(__file__).resolve().parent.parent / "tests" / "data" / "nuclei_synthetic.segnet"
+DEFAULT_MODELS = f"nuclei,nuclei_he,{SYNTHETIC}"
 
 MODALITIES = ("fluorescence", "brightfield", "stained")
 DSB_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
@@ -221,7 +225,7 @@ def main() -> None:
     a = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     a.add_argument("--data", type=Path, required=True, help="the dsb2018 folder")
     a.add_argument("--split", type=Path, default=Path(__file__).with_name("dsb2018_split.csv"))
-    a.add_argument("--models", default="nuclei", help="comma-separated names or paths; '' none")
+    a.add_argument("--models", default=DEFAULT_MODELS, help="names or paths, comma-separated")
     a.add_argument("--baselines", default=",".join(BASELINES), help="comma-separated; '' none")
     a.add_argument("--limit", type=int, default=None, help="first N val images per modality")
     a.add_argument("--json", type=Path, default=None, help="write all scores here")
@@ -234,7 +238,13 @@ def main() -> None:
         model = ns.load_model(spec)
         run = model_runner(model)
         run(np.zeros((64, 64), np.uint8) + np.uint8(10))  # warm-up
-        methods[spec] = run
+        methods[spec if spec in ns.available_models() else Path(spec).stem] = run
+    if "nuclei" in methods and "nuclei_he" in methods:
+        # What the Segment panel picks by default: the colour model for RGB images.
+        grey, colour = methods["nuclei"], methods["nuclei_he"]
+        methods["nuclei / nuclei_he by channels"] = lambda im: (
+            colour(im) if im.ndim == 3 else grey(im)
+        )
     for name in filter(None, args.baselines.split(",")):
         methods[name] = lambda im, f=BASELINES[name]: (f(im), "")
 

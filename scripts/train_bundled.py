@@ -87,6 +87,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", default=None, help="checkpoint folder to continue from")
+    p.add_argument("--init", default=None, help="a model file of this script to go on from")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (DIR/checkpoint_KIND)")
     p.add_argument("--diameter", type=float, default=20.0, help="object diameter trained at")
     p.add_argument("--patch-size", type=int, default=160)
@@ -123,13 +124,16 @@ def main() -> None:
                 flush=True,
             )
 
+    # Going on from an earlier run's model: a new schedule, the time and steps add up.
+    init = ns.load_model(a.init) if a.init else None
+    before = init.meta.get("card", {}) if init is not None else {}
     t = time.perf_counter()
     model = ns.train(
         collection,
         None,
-        model="unet",
+        model=init if init is not None else "unet",
         target="instances",
-        model_options={"depth": 4, "width": 16},
+        model_options=None if init is not None else {"depth": 4, "width": 16},
         pretrained=None,
         max_time=a.minutes * 60,
         seed=a.seed,
@@ -165,8 +169,9 @@ def main() -> None:
         "validation_images": rec["collection"]["validation_images"],
         "diameter": a.diameter,
         "diameter_range": rec["diameter"]["source_range"],
-        "training_seconds": round(seconds),
-        "steps": rec["steps"],
+        "training_seconds": round(seconds) + before.get("training_seconds", 0),
+        "steps": rec["steps"] + before.get("steps", 0),
+        "runs": [*before.get("runs", []), {"seconds": round(seconds), "steps": rec["steps"]}],
         "patches_per_second": None if speed is None else round(speed, 2),
         "patch_size": a.patch_size,
         "batch_size": a.batch_size,

@@ -5,7 +5,25 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..data import synthetic_nuclei
+from ..data import real_nuclei, synthetic_nuclei
+
+
+def sample_real_fluorescence():
+    """A real fluorescence image of nuclei (DSB2018, CC0) with its hand-made labels."""
+    image, labels = real_nuclei("fluorescence")
+    return [
+        (image, {"name": "nuclei (DSB2018 fluorescence)"}, "image"),
+        (labels, {"name": "nuclei ground truth"}, "labels"),
+    ]
+
+
+def sample_real_he():
+    """A real H&E-stained tissue image (DSB2018, CC0) with its hand-made nucleus labels."""
+    image, labels = real_nuclei("he")
+    return [
+        (image, {"name": "H&E tissue (DSB2018)", "rgb": True}, "image"),
+        (labels, {"name": "H&E nuclei ground truth"}, "labels"),
+    ]
 
 
 def sample_nuclei():

@@ -24,6 +24,9 @@ from ._common import JobPanel, model_choices, on_models_changed, report
 from ._common import resolve_model as _resolve_model
 from .layers import current_index, embed_plane, layer_axes, layer_data, layer_kwargs, put_layer
 
+# The bundled model for grey layers and the one for colour (RGB) layers.
+BY_CHANNELS = {False: "nuclei", True: "nuclei_he"}
+
 CONSOLE_HINT = (
     "Console: import napari_segnet as ns\n"
     "res = ns.segment(viewer.layers['img'].data, ns.load_model('nuclei'))"
@@ -88,10 +91,12 @@ class SegmentWidget(JobPanel, Container):
             ]
         )
         self.model.changed.connect(self._model_changed)
+        self.image.changed.connect(self._image_changed)
         self.crf.changed.connect(self._crf_changed)
         self.run_btn.changed.connect(self.run)
         self.cancel_btn.changed.connect(self.cancel)
         on_models_changed(self._refresh_models)
+        self._image_changed(self.image.value)
 
     # ---------------------------------------------------------------- UI state
     def _refresh_models(self) -> None:
@@ -99,6 +104,14 @@ class SegmentWidget(JobPanel, Container):
         self.model.choices = model_choices()
         if current in self.model.choices:
             self.model.value = current
+
+    def _image_changed(self, layer) -> None:
+        """Pick the bundled model that fits the layer: colour for RGB, grey otherwise."""
+        if layer is None or self.model.value not in BY_CHANNELS.values():
+            return  # the user's own choice of a trained or saved model stays
+        wanted = BY_CHANNELS[bool(getattr(layer, "rgb", False))]
+        if wanted in self.model.choices:
+            self.model.value = wanted
 
     def _model_changed(self, value) -> None:
         self.model_file.visible = value == "from file..."

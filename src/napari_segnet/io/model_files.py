@@ -104,6 +104,10 @@ def _atomic(target: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes the file private (0600); a saved model gets the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)  # never a half-written file under the final name
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
