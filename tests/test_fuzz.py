@@ -19,6 +19,11 @@ from hypothesis import strategies as st
 
 import napari_segnet as ns
 
+# Colour images are converted with a warning, and float16 overflow is made on purpose.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::napari_segnet.SegNetWarning", "ignore:overflow encountered:RuntimeWarning"
+)
+
 FUZZ = settings(
     max_examples=30,
     deadline=None,
