@@ -142,3 +142,103 @@ def test_train_from_the_shell(tmp_path):
         ]
     )
     assert rc == 2
+
+
+def _run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_outputs_are_kept_unless_overwrite_and_never_replace_an_input(tmp_path, model_file, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    img, _ = ns.data.synthetic_nuclei((48, 40), seed=3)
+    tifffile.imwrite(src / "a.tif", img)
+    args = ["segment", str(src / "a.tif"), "--model", model_file, "--device", "cpu", "--quiet"]
+    out = tmp_path / "out"
+    rc, stdout, _ = _run(capsys, *args, "--out", str(out))
+    assert rc == 0 and stdout.splitlines()[-1].startswith("all 1 input(s) segmented")
+    first = (out / "a_semantic.tif").read_bytes()
+    (out / "a_semantic.tif").write_bytes(b"kept")
+    rc, _, err = _run(capsys, *args, "--out", str(out))
+    assert rc == 2  # the only input failed
+    assert "exists already; use --overwrite" in err and len(err.splitlines()) == 1
+    assert (out / "a_semantic.tif").read_bytes() == b"kept"
+    rc, _, _ = _run(capsys, *args, "--out", str(out), "--overwrite")
+    assert rc == 0 and (out / "a_semantic.tif").read_bytes() == first
+    # An input whose name is another input's output is never replaced, even with --overwrite.
+    tifffile.imwrite(src / "a_semantic.tif", img)
+    before = (src / "a_semantic.tif").read_bytes()
+    inputs = [str(src / "a.tif"), str(src / "a_semantic.tif")]
+    rc, _, err = _run(capsys, "segment", *inputs, *args[2:], "--out", str(src), "--overwrite")
+    assert rc == 1 and "would replace an input" in err
+    assert (src / "a_semantic.tif").read_bytes() == before
+    assert (src / "a_semantic_semantic.tif").exists()  # the other input was segmented
+
+
+def test_exit_codes_and_one_line_errors(tmp_path, model_file, capsys):
+    img, _ = ns.data.synthetic_nuclei((40, 40), seed=4)
+    tifffile.imwrite(tmp_path / "good.tif", img)
+    (tmp_path / "bad.tif").write_bytes(b"\x00" * 64)
+    common = ["--model", model_file, "--device", "cpu", "--quiet"]
+    # A bad argument: one line, no traceback, nothing segmented.
+    rc, _, err = _run(
+        capsys,
+        "segment",
+        str(tmp_path / "good.tif"),
+        *common,
+        "--out",
+        str(tmp_path / "o1"),
+        "--diameter",
+        "nan",
+    )
+    assert rc == 2 and len(err.splitlines()) == 1 and "diameter" in err and "Traceback" not in err
+    assert not (tmp_path / "o1").exists()
+    # Some inputs fail: status 1, each failure one line, the summary says so first.
+    rc, stdout, err = _run(
+        capsys,
+        "segment",
+        str(tmp_path / "good.tif"),
+        str(tmp_path / "bad.tif"),
+        str(tmp_path / "none.tif"),
+        *common,
+        "--out",
+        str(tmp_path / "o2"),
+    )
+    assert rc == 1
+    assert len(err.splitlines()) == 2 and "bad.tif" in err and "none.tif" in err
+    assert stdout.splitlines()[-1].startswith("2 of 3 input(s) failed")
+    # Every input fails: status 2.
+    rc, stdout, err = _run(
+        capsys, "segment", str(tmp_path / "bad.tif"), *common, "--out", str(tmp_path / "o3")
+    )
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert stdout.splitlines()[-1] == "all 1 input(s) failed; nothing written"
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, model_file, capsys, monkeypatch):
+    img, _ = ns.data.synthetic_nuclei((40, 40), seed=5)
+    tifffile.imwrite(tmp_path / "img.tif", img)
+
+    def disk_full(path, data, **kw):
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tifffile, "imwrite", disk_full)
+    out = tmp_path / "out"
+    rc, _, err = _run(
+        capsys,
+        "segment",
+        str(tmp_path / "img.tif"),
+        "--model",
+        model_file,
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+    )
+    assert rc == 2 and "No space left" in err
+    assert list(out.iterdir()) == []  # neither a half-written result nor a temporary file

@@ -31,19 +31,86 @@ class _Bar:
             print(file=sys.stderr)
 
 
-def _segment(args: argparse.Namespace) -> int:
+def _error(message: object) -> None:
+    """One line on stderr: the first line of the message (tools that fail to read a
+    file often add advice over several lines)."""
+    lines = str(message).strip().splitlines() or ["unknown error"]
+    print(f"napari-segnet: error: {lines[0]}", file=sys.stderr)
+
+
+def _outputs(out: Path, stem: str, args: argparse.Namespace) -> dict[str, Path]:
+    """The files ``segment`` may write for one input."""
+    names = {
+        "semantic": f"{stem}_semantic.tif",
+        "instances": f"{stem}_instances.tif",
+        "overlay": f"{stem}_overlay.png",
+    }
+    if args.probabilities:
+        names["probabilities"] = f"{stem}_probabilities.tif"
+    return {k: out / v for k, v in names.items()}
+
+
+def _check_outputs(
+    targets: dict[str, Path], inputs: set[Path], claimed: dict[Path, str], name: str, args
+) -> None:
+    """Refuse outputs that would replace an input, another input's outputs from this
+    run, or (without ``--overwrite``) an existing file."""
+    from napari_segnet.errors import SegNetError
+
+    for t in targets.values():
+        if t.resolve() in inputs:
+            raise SegNetError(f"the output {t} would replace an input; choose another --out")
+        if t in claimed:
+            raise SegNetError(
+                f"the output {t.name} is also that of {claimed[t]} (same file name); "
+                "rename one of them"
+            )
+        if t.exists() and not args.overwrite:
+            raise SegNetError(f"{t} exists already; use --overwrite to replace it")
+    claimed.update(dict.fromkeys(targets.values(), name))
+
+
+def _write_results(targets: dict[str, Path], image, res, probabilities: bool) -> int:
+    """Write one input's results, each file whole or not at all; the number of objects."""
     import tifffile
     from skimage.io import imsave
 
+    from napari_segnet.io.atomic import atomic_write
+    from napari_segnet.io.images import overlay_png
+
+    def tif(key: str, data: np.ndarray, **kw) -> None:
+        atomic_write(targets[key], lambda t: tifffile.imwrite(t, data, compression="zlib", **kw))
+
+    tif("semantic", np.asarray(res.semantic))
+    n_obj = 0
+    if res.instances is not None:
+        inst = np.asarray(res.instances)
+        n_obj = int(inst.max())
+        tif("instances", inst)
+    if probabilities:
+        tif("probabilities", np.asarray(res.probabilities), photometric="minisblack")
+    preview = overlay_png(np.asarray(image), res.instances, res.semantic)
+    atomic_write(targets["overlay"], lambda t: imsave(t, preview, check_contrast=False))
+    return n_obj
+
+
+def _segment(args: argparse.Namespace) -> int:
     import napari_segnet as ns
-    from napari_segnet.io.images import expand_inputs, overlay_png, read_image
+    from napari_segnet.engine.plan import RunOptions
+    from napari_segnet.engine.rescale import rescale_factor
+    from napari_segnet.io.images import expand_inputs, read_image
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        _error(f"--out {out} is a file; give a folder")
+        return 2
     try:
         model = ns.load_model(args.model)
-    except ns.ModelFileError as e:
-        print(f"napari-segnet: error: {e}", file=sys.stderr)
+        # Arguments shared by every input are checked once, before any work.
+        RunOptions.check(model, args.tile_size, None, args.device, "auto", None)
+        rescale_factor(model, args.diameter)
+    except ns.SegNetError as e:
+        _error(e)
         return 2
     jobs: list[tuple[str, object]] = []
     failures: list[str] = []
@@ -54,17 +121,20 @@ def _segment(args: argparse.Namespace) -> int:
         paths, problems = expand_inputs(args.inputs)
         failures += problems
         for p in problems:
-            print(f"napari-segnet: error: {p}", file=sys.stderr)
+            _error(p)
         jobs += [(str(p), p) for p in paths]
     if not jobs and not failures:
-        print(
-            "napari-segnet: error: give INPUT files/folders/globs or --sample nuclei",
-            file=sys.stderr,
-        )
+        _error("give INPUT files/folders/globs or --sample nuclei")
         return 2
+    n_problems = len(failures)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = {p.resolve() for _, p in jobs if isinstance(p, Path)}
+    claimed: dict[Path, str] = {}
     for i, (name, src) in enumerate(jobs, 1):
         stem = Path(name).stem if isinstance(src, Path) else name
         try:
+            targets = _outputs(out, stem, args)
+            _check_outputs(targets, inputs, claimed, name, args)
             image = read_image(src) if isinstance(src, Path) else src
             t = time.perf_counter()
             res = ns.segment(
@@ -78,37 +148,28 @@ def _segment(args: argparse.Namespace) -> int:
                 progress=_Bar(f"[{i}/{len(jobs)}] {stem}", not args.quiet),
             )
             dt = time.perf_counter() - t
-            tifffile.imwrite(
-                out / f"{stem}_semantic.tif", np.asarray(res.semantic), compression="zlib"
-            )
-            n_obj = 0
-            if res.instances is not None:
-                inst = np.asarray(res.instances)
-                n_obj = int(inst.max())
-                tifffile.imwrite(out / f"{stem}_instances.tif", inst, compression="zlib")
-            if args.probabilities:
-                tifffile.imwrite(
-                    out / f"{stem}_probabilities.tif",
-                    np.asarray(res.probabilities),
-                    photometric="minisblack",
-                    compression="zlib",
-                )
-            img_np = np.asarray(image)
-            imsave(
-                out / f"{stem}_overlay.png",
-                overlay_png(img_np, res.instances, res.semantic),
-                check_contrast=False,
-            )
-            print(f"[{i}/{len(jobs)}] {stem}: {img_np.shape} in {dt:.1f} s, {n_obj} objects")
+            n_obj = _write_results(targets, image, res, args.probabilities)
+            shape = tuple(int(n) for n in image.shape)
+            print(f"[{i}/{len(jobs)}] {stem}: {shape} in {dt:.1f} s, {n_obj} objects")
         except (ns.SegNetError, OSError) as e:
-            failures.append(f"{name}: {e}")
-            print(f"napari-segnet: error: {name}: {e}", file=sys.stderr)
-    print(
-        f"wrote results to {out}; {len(failures)} input(s) failed"
-        if failures
-        else f"wrote results to {out}"
-    )
-    return 1 if failures else 0
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            line = text if text.startswith(name) else f"{name}: {text}"
+            failures.append(line)
+            _error(line)
+    return _summary(len(jobs) + n_problems, failures, out)
+
+
+def _summary(total: int, failures: list[str], out: Path) -> int:
+    """Print what happened, failures first; the exit status (0 all, 1 some, 2 none done)."""
+    done = total - len(failures)
+    if not failures:
+        print(f"all {total} input(s) segmented; results in {out}")
+        return 0
+    if done <= 0:
+        print(f"all {len(failures)} input(s) failed; nothing written")
+        return 2
+    print(f"{len(failures)} of {total} input(s) failed; results of the other {done} in {out}")
+    return 1
 
 
 def _train_inputs(args: argparse.Namespace):
@@ -118,31 +179,20 @@ def _train_inputs(args: argparse.Namespace):
 
     if args.folder is not None:
         if args.images or args.labels:
-            print(
-                "napari-segnet: error: give a FOLDER or --images/--labels, not both",
-                file=sys.stderr,
-            )
+            _error("give a FOLDER or --images/--labels, not both")
             return None
         return read_collection(args.folder, channels=args.channels), None
     if not args.images or not args.labels:
-        print(
-            "napari-segnet: error: give a collection FOLDER (images/ and labels/) "
-            "or both --images and --labels",
-            file=sys.stderr,
-        )
+        _error("give a collection FOLDER (images/ and labels/) or both --images and --labels")
         return None
     imgs, p1 = expand_inputs(args.images)
     labs, p2 = expand_inputs(args.labels)
     for p in p1 + p2:
-        print(f"napari-segnet: error: {p}", file=sys.stderr)
+        _error(p)
     if p1 or p2:
         return None
     if len(imgs) != len(labs):
-        print(
-            f"napari-segnet: error: {len(imgs)} images but {len(labs)} label images "
-            "(they are paired in sorted order)",
-            file=sys.stderr,
-        )
+        _error(f"{len(imgs)} images but {len(labs)} label images (they are paired in sorted order)")
         return None
     return [np.asarray(read_image(p)) for p in imgs], [np.asarray(read_image(p)) for p in labs]
 
@@ -154,7 +204,7 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out if Path(args.out).suffix else args.out + ".segnet")
     if out.exists() and not args.overwrite:
         # Checked before training, so no time is spent on a model that cannot be saved.
-        print(f"napari-segnet: error: {out} exists already; use --overwrite", file=sys.stderr)
+        _error(f"{out} exists already; use --overwrite")
         return 2
     inputs = _train_inputs(args)
     if inputs is None:
@@ -205,6 +255,7 @@ def _demo(args: argparse.Namespace) -> int:
     import tifffile
 
     import napari_segnet as ns
+    from napari_segnet.io.atomic import atomic_write
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,9 +272,12 @@ def _demo(args: argparse.Namespace) -> int:
         f"auto tiling {t1 - t0:.2f} s, {args.tile_size}px tiles {t2 - t1:.2f} s, "
         f"max difference {diff:.2e}"
     )
-    tifffile.imwrite(out / "image.tif", image)
-    tifffile.imwrite(out / "ground_truth.tif", labels)
-    tifffile.imwrite(out / "probabilities.tif", tiled, photometric="minisblack")
+    for name, data, kw in (
+        ("image.tif", image, {}),
+        ("ground_truth.tif", labels, {}),
+        ("probabilities.tif", tiled, {"photometric": "minisblack"}),
+    ):
+        atomic_write(out / name, lambda t, data=data, kw=kw: tifffile.imwrite(t, data, **kw))
     print(f"wrote {out}/image.tif, ground_truth.tif, probabilities.tif")
     return 0 if diff < 1e-4 else 1
 
@@ -242,8 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment TIFF/PNG/zarr images (files, folders, globs) with a bundled or "
         "saved model. Writes NAME_semantic.tif, NAME_instances.tif (when the model predicts "
         "instances), optionally NAME_probabilities.tif, and a NAME_overlay.png preview. "
-        "Inputs that fail are reported and the others still processed; the exit status is 1 "
-        "if any failed.",
+        "Inputs that fail are reported, one line each, and the others still processed. "
+        "Existing outputs are kept unless --overwrite is given; an output never replaces "
+        "an input. Exit status: 0 all inputs segmented, 1 some failed, 2 none segmented "
+        "(or a bad model or argument).",
     )
     seg.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or globs")
     seg.add_argument("--model", default="nuclei", help="bundled model name or model file")
@@ -260,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--axes", default=None, help="axes of the inputs, e.g. YX, ZYX, YXC")
     seg.add_argument("--crf", action="store_true", help="refine with the dense CRF")
     seg.add_argument("--probabilities", action="store_true", help="also write probabilities")
+    seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     seg.add_argument("--seed", type=int, default=0, help="seed of the --sample image")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_segment)
@@ -349,8 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (SegNetError, OSError) as e:
-        print(f"napari-segnet: error: {e}", file=sys.stderr)
+        _error(e)
         return 2
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
 
 
 if __name__ == "__main__":

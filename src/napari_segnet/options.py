@@ -31,7 +31,8 @@ def _finite(name: str, value: Any, lo: float | None = None, hi: float | None = N
     if not math.isfinite(value):
         raise SegNetError(f"{name} must be a finite number, not {value!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise SegNetError(f"{name} must be between {lo} and {hi}, not {value!r}")
+        allowed = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise SegNetError(f"{name} must be {allowed}, not {value!r}")
     return value
 
 

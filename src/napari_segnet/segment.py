@@ -15,18 +15,21 @@ from typing import Any
 
 import numpy as np
 
+from . import checks
 from .engine.axes import Layout, make_layout
 from .engine.channels import match_channels
-from .engine.plan import Plan, as_source, make_plan
+from .engine.plan import Plan, RunOptions, as_source, check_image, make_plan
 from .engine.predict import run_plan
-from .engine.rescale import Rescaled
+from .engine.rescale import MAX_ZOOM, Rescaled, rescale_factor
 from .engine.runner import Progress
 from .engine.sinks import ArraySink, semantic_dtype
 from .engine.size import estimate_diameter
 from .errors import SegNetError
 from .io.zarr_output import COMPLETE_ATTR, ZarrOutput
 from .models.base import SegNet
+from .options import InstanceOptions
 from .postprocess import results
+from .postprocess.crf import check_params
 from .postprocess.instances import label_instances_blockwise
 
 # Automatic sizes within this ratio of the training diameter are not rescaled.
@@ -143,10 +146,31 @@ def segment(
         a grey model becomes its luminance (0.2125 R + 0.7154 G + 0.0721 B), a grey
         image for a 3-channel model is repeated to 3 channels. ``info["notes"]``
         says what was done.
+
+    Raises
+    ------
+    SegNetError
+        For a bad image or parameter, before any work (see "Errors and limits" in
+        the documentation); :class:`~napari_segnet.NotAModelError` for a model that
+        is not one.
     """
+    # 0. Every argument checked before any work.
     src = as_source(image)
-    if not isinstance(model, SegNet):
-        raise SegNetError("model must be a napari-segnet model (build_model, load_model or train)")
+    checks.model(model)
+    RunOptions.check(model, tile_size, batch_size, device, precision, border)
+    _check_diameter(model, diameter)
+    stitch_3d = checks.flag("stitch_3d", stitch_3d, optional=True)
+    anisotropy = checks.number("anisotropy", anisotropy, low=0, low_open=True)
+    if not isinstance(crf, (bool, np.bool_)):
+        check_params(crf, model.n_classes)
+    instances = checks.flag("instances", instances, optional=True)
+    if isinstance(instance_options, InstanceOptions):
+        instance_options = instance_options.changed()
+    if instance_options is not None and not isinstance(instance_options, dict):
+        raise SegNetError(f"instance_options must be a dict or None, not {instance_options!r}")
+    checks.callback("progress", progress)
+    checks.cancel_event(cancel)
+    check_image(src)
     # 1. The input: channels, layout, and the zoom that gives objects the trained size.
     src, axes, note = match_channels(src, axes, model.in_channels)
     layout = make_layout(tuple(src.shape), axes, model.dims, model.in_channels)
@@ -201,15 +225,30 @@ def segment(
     return SegmentResult(prob, semantic, labels, layout.out_axes, {**_info(plan, model), **info})
 
 
-def _diameter(src, model: SegNet, axes: str, diameter, device) -> tuple[float | None, bool]:
-    """The diameter to rescale to, and whether it was estimated."""
+def _check_diameter(model: SegNet, diameter) -> None:
+    """``diameter`` must be "auto", None, or a number the model can rescale to."""
     if isinstance(diameter, str):
         if diameter != "auto":
             raise SegNetError(f"diameter must be a number, 'auto' or None, not {diameter!r}")
-        if not model.metadata.diameter:
+        return
+    rescale_factor(model, diameter)
+
+
+def _diameter(src, model: SegNet, axes: str, diameter, device) -> tuple[float | None, bool]:
+    """The diameter to rescale to, and whether it was estimated.
+
+    An estimate is kept within the zoom range that a given diameter may ask for.
+    """
+    if isinstance(diameter, str):
+        trained = model.metadata.diameter
+        if not trained:
             return None, False
-        return estimate_diameter(src, model, axes, device=device), True
-    return diameter, False
+        estimate = estimate_diameter(src, model, axes, device=device)
+        if estimate is not None:
+            lo, hi = float(trained) / MAX_ZOOM, float(trained) * MAX_ZOOM
+            estimate = min(max(float(estimate), lo), hi)
+        return estimate, True
+    return None if diameter is None else float(diameter), False
 
 
 def _rescales(model: SegNet, diameter: float | None, estimated: bool) -> bool:
@@ -231,8 +270,6 @@ def _stitch(
         return None
     if not slices:
         raise SegNetError("stitch_3d=True needs a 2D model and an image with a Z axis")
-    if not anisotropy > 0:
-        raise SegNetError("anisotropy must be positive (Z spacing / XY spacing)")
     return {"axes": layout.out_axes, "anisotropy": float(anisotropy)}
 
 

@@ -13,12 +13,13 @@ import copy
 import dask.array as da
 import numpy as np
 
+from .. import checks
 from ..models.base import SegNet
 from .axes import Layout, make_layout
 from .devices import resolve_device
 from .geometry import border_pad, plan_tiles, roundup
 from .normalize import normalization_stats
-from .plan import Plan, tile_reader
+from .plan import PRECISIONS, Plan, tile_reader
 from .runner import run_tiles
 from .sinks import ArraySink
 
@@ -65,8 +66,22 @@ def predict_dask(
     dask.array.Array
         float32 ``(n_classes, *shape without the channel axis)``; compute it, or store
         it with ``.to_zarr``, on any scheduler.
+
+    Raises
+    ------
+    SegNetError
+        For a bad image or parameter, when the graph is built; NaN or infinite
+        values are found when the blocks are computed.
     """
-    x = image if isinstance(image, da.Array) else da.asarray(image)
+    checks.model(model)
+    x = checks.array(image, "image")
+    chunk_size = checks.integer("chunk_size", chunk_size, low=1, optional=True)
+    batch_size = checks.integer("batch_size", batch_size, low=1)
+    resolve_device(device)  # checked here; each worker resolves it again for itself
+    checks.one_of("precision", precision, PRECISIONS)
+    border = checks.integer("border", border, low=0, optional=True)
+    checks.finite(x, "image")
+    x = x if isinstance(x, da.Array) else da.asarray(x)
     layout = make_layout(tuple(x.shape), axes, model.dims, model.in_channels)
     stats = normalization_stats(x, layout, model.meta.get("normalization"))
     # Canonical order: outer axes, channel, spatial axes.
@@ -91,8 +106,10 @@ def predict_dask(
     # mirror at the far border reads.
     chunks += tuple(_axis_chunks(s, edge, h + d) for s in canon.spatial_shape)
     xc = xc.rechunk(chunks)
-    depth = {i: (h if i > n_out else 0) for i in range(xc.ndim)}
-    g = da.overlap.overlap(xc, depth=depth, boundary="none") if h else xc
+    # Only axes split into several chunks need their neighbours' halo (an axis in one
+    # chunk, shorter than the halo, is mirrored within the block).
+    depth = {i: (h if i > n_out and len(xc.chunks[i]) > 1 else 0) for i in range(xc.ndim)}
+    g = da.overlap.overlap(xc, depth=depth, boundary="none") if any(depth.values()) else xc
     starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in xc.chunks]
     pad = border_pad(model, border)
     func = _BlockPredictor(model, canon, stats, starts, n_out, batch_size, device, precision, pad)

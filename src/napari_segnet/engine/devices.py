@@ -35,18 +35,28 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     Raises
     ------
     SegNetError
-        If the named device is not available.
+        If the device is not a name or ``torch.device``, is unknown, or is not
+        available here (also for a ``torch.device("cuda")`` without CUDA).
     """
-    if isinstance(device, torch.device):
-        return device
     if device is None or device == "auto":
         return torch.device(available_devices()[0])
-    name = str(device).lower()
-    kind = name.split(":")[0]
-    if kind not in ("cuda", "mps", "cpu"):
-        raise SegNetError(f"unknown device {device!r}; use one of {DEVICE_CHOICES}")
-    if kind != "cpu" and kind not in available_devices():
+    if not isinstance(device, (str, torch.device)):
         raise SegNetError(
-            f"device {device!r} is not available here; available: {available_devices()}"
+            f"device must be one of {DEVICE_CHOICES} (or e.g. 'cuda:1'), not {device!r}"
         )
-    return torch.device(name)
+    try:
+        dev = torch.device(device.lower() if isinstance(device, str) else device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cuda", "mps", "cpu"):
+        raise SegNetError(f"unknown device {device!r}; use one of {DEVICE_CHOICES}")
+    if dev.type != "cpu" and dev.type not in available_devices():
+        raise SegNetError(
+            f"device {str(device)!r} is not available here; available: {available_devices()}"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SegNetError(
+            f"device {str(device)!r} is not available here: "
+            f"{torch.cuda.device_count()} CUDA device(s)"
+        )
+    return dev

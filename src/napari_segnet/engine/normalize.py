@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SegNetError
+from .. import checks
 from ..options import Normalization
 from .axes import Layout
 
@@ -59,8 +59,7 @@ def normalization_stats(
     for t in t_values:
         fixed = {} if t is None else {layout.time: t}
         sample = _subsample(src, layout, fixed).astype(np.float64, copy=False)
-        if np.isnan(sample).any():
-            raise SegNetError("the image contains NaN values; replace them before segmenting")
+        checks.finite(sample, "image")
         lo, hi = np.percentile(sample, [lo_p, hi_p], axis=1)
         scale = 1.0 / np.maximum(hi - lo, 1e-6 * np.maximum(np.abs(hi), 1.0))
         if t_pos is None:

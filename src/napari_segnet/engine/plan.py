@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import checks
 from ..errors import SegNetError
 from ..models.base import SegNet
 from .axes import Layout, make_layout, read_region
@@ -15,21 +16,56 @@ from .geometry import Tile, border_pad, plan_tiles, roundup
 from .memory import activation_bytes_per_pixel, choose_core, memory_budget, tile_pixels
 from .normalize import normalization_stats, outer_positions
 
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
 
 def as_source(image):
-    """Keep numpy, zarr and dask arrays as they are (read lazily); turn the rest into numpy."""
-    if hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__"):
-        return image
-    return np.asarray(image)
+    """Keep numpy, zarr and dask arrays as they are (read lazily); turn the rest into numpy.
+
+    Raises
+    ------
+    SegNetError
+        For None, a path, a scalar, an empty array, or a dtype other than bool,
+        integer or real float (see :func:`napari_segnet.checks.array`).
+    """
+    return checks.array(image, "image")
 
 
 def check_image(src) -> None:
-    """Refuse images that cannot be segmented, with a message that says why."""
-    dt = np.dtype(src.dtype)
-    if dt.kind not in "biuf":
-        raise SegNetError(f"cannot segment an image of dtype {dt}; give a numeric array")
-    if isinstance(src, np.ndarray) and src.size and dt.kind == "f" and np.isnan(src).any():
-        raise SegNetError("the image contains NaN values; replace them before segmenting")
+    """Refuse in-memory images with NaN, infinite or beyond-float32 values.
+
+    Lazy arrays (zarr, dask) are checked tile by tile as they are read.
+    """
+    checks.finite(src, "image")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The engine's parameters, checked: see :func:`napari_segnet.predict`."""
+
+    tile_size: tuple[int, ...] | None
+    batch_size: int | None
+    device: torch.device
+    precision: str
+    border: int | None
+
+    @classmethod
+    def check(cls, model: SegNet, tile_size, batch_size, device, precision, border) -> RunOptions:
+        """Check every parameter before any work.
+
+        Raises
+        ------
+        SegNetError
+            Naming the parameter, the value and what is allowed.
+        """
+        checks.model(model)
+        return cls(
+            checks.sizes("tile_size", tile_size, model.dims, high=checks.MAX_TILE),
+            checks.integer("batch_size", batch_size, low=1, optional=True),
+            resolve_device(device),
+            checks.one_of("precision", precision, PRECISIONS),
+            checks.integer("border", border, low=0, optional=True),
+        )
 
 
 @dataclass
@@ -56,25 +92,19 @@ def make_plan(
     border: int | None = None,
 ) -> Plan:
     """Check the input, compute normalisation, and lay out tiles and batches."""
-    if not isinstance(model, SegNet):
-        raise SegNetError("model must be a napari-segnet model (build_model, load_model or train)")
+    opts = RunOptions.check(model, tile_size, batch_size, device, precision, border)
     check_image(src)
     layout = make_layout(tuple(src.shape), axes, model.dims, model.in_channels)
-    dev = resolve_device(device)
+    dev = opts.device
     stats = normalization_stats(src, layout, model.meta.get("normalization"))
     shape = layout.spatial_shape
     factor = 0.5 if (dev.type == "cuda" and precision != "float32") else 1.0
     budget = memory_budget(dev)
-    pad = border_pad(model, border)
-    if tile_size is None:
+    pad = border_pad(model, opts.border)
+    if opts.tile_size is None:
         core = choose_core(shape, model, budget, factor, pad)
     else:
-        ts = (tile_size,) * model.dims if np.isscalar(tile_size) else tuple(tile_size)
-        if len(ts) != model.dims or min(ts) < 1:
-            raise SegNetError(
-                f"tile_size must be a positive int or {model.dims} ints, not {tile_size!r}"
-            )
-        core = tuple(roundup(int(t), model.divisor) for t in ts)
+        core = tuple(roundup(t, model.divisor) for t in opts.tile_size)
     outers = list(outer_positions(layout))
     tiles, core = plan_tiles(
         (0,) * model.dims, shape, core, model.divisor, outers, halo=model.halo, pad=pad, shape=shape
@@ -87,14 +117,13 @@ def make_plan(
             f"(halo {model.halo} px) is too large for this device; use a smaller tile_size, "
             "or a model with smaller dilation rates / pool_size"
         )
+    batch_size = opts.batch_size
     if batch_size is None:
         # On the CPU one large tile at a time is fastest (batches only add memory
         # traffic); accelerators get as many tiles as fit.
         fit = int(np.clip(budget // max(tile_bytes * factor, 1), 1, 32))
         batch_size = 1 if dev.type == "cpu" else fit
-    if int(batch_size) < 1:
-        raise SegNetError("batch_size must be at least 1")
-    return Plan(layout, stats, tiles, core, int(min(batch_size, max(len(tiles), 1))), dev, pad)
+    return Plan(layout, stats, tiles, core, min(batch_size, max(len(tiles), 1)), dev, pad)
 
 
 def stats_at(stats: np.ndarray, outer: tuple[int, ...]) -> np.ndarray:
@@ -109,8 +138,7 @@ def tile_reader(src, plan: Plan, model: SegNet, origin=None, outer_offset=None):
         lo, hi = t.in_lo, t.in_hi
         o = t.outer if outer_offset is None else tuple(a - b for a, b in zip(t.outer, outer_offset))
         block = read_region(src, plan.layout, o, lo, hi, origin)
-        if block.dtype.kind == "f" and np.isnan(block).any():
-            raise SegNetError("the image contains NaN values; replace them before segmenting")
+        checks.finite(block, "image")
         return block, stats_at(plan.stats, t.outer)
 
     return read

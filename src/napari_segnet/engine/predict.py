@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 
+from .. import checks
 from ..errors import SegNetError
 from ..models.base import SegNet
 from .geometry import plan_tiles, roundup
@@ -109,20 +110,29 @@ def predict(
     cancel : threading.Event, optional
         Set it to stop; :class:`~napari_segnet.errors.Cancelled` is raised.
     out : array-like, optional
-        A ``(C, *out_shape)`` float32 array (numpy or zarr) to write into.
+        A writable ``(C, *out_shape)`` float32 (or float64) array, numpy or zarr, to
+        write into; it must not share memory with the image.
 
     Returns
     -------
     numpy.ndarray
         float32 ``(n_classes, *shape without the channel axis)``, or ``out``.
+
+    Raises
+    ------
+    SegNetError
+        For a bad image or parameter, before any work (see "Errors and limits" in
+        the documentation).
     """
     src = as_source(image)
+    checks.callback("progress", progress)
+    checks.cancel_event(cancel)
     plan = make_plan(src, model, axes, tile_size, batch_size, device, precision, border)
     shape = (model.n_classes, *plan.layout.out_shape)
     if out is None:
         out = np.zeros(shape, np.float32)
-    elif tuple(out.shape) != shape:
-        raise SegNetError(f"out has shape {tuple(out.shape)}, expected {shape}")
+    else:
+        checks.out_array(out, shape, "f", source=src)
     sink = ArraySink(plan.layout, probabilities=out)
     run_plan(src, model, plan, sink, precision=precision, progress=progress, cancel=cancel)
     return out

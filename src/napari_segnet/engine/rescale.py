@@ -2,29 +2,71 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from skimage.transform import resize
 
+from .. import checks
 from ..errors import SegNetError
 from ..models.base import SegNet
 from .axes import Layout
 
+# Zoom factors beyond this are refused: objects that far from the trained size are
+# outside what the model has seen, and zooming in that far multiplies memory by its square.
+MAX_ZOOM = 16.0
+# Bytes per pixel of the zoomed image: the float32 image, probabilities per class,
+# the class ids and instance ids (counted for three classes).
+ZOOM_BYTES = 4 + 3 * 4 + 1 + 4
+
 
 def rescale_factor(model: SegNet, diameter: float | None) -> float:
-    """How much to zoom an image whose objects are ``diameter`` pixels across (1: none)."""
+    """How much to zoom an image whose objects are ``diameter`` pixels across (1: none).
+
+    Raises
+    ------
+    SegNetError
+        For a diameter that is not a finite positive number, a model without a
+        training diameter, or a zoom beyond ``MAX_ZOOM`` either way.
+    """
     if diameter is None:
         return 1.0
-    if diameter <= 0:
-        raise SegNetError("diameter must be positive (typical object diameter in pixels)")
+    if not (checks.is_real(diameter) and math.isfinite(diameter) and diameter > 0):
+        raise SegNetError(
+            "diameter must be positive and finite (typical object diameter in pixels), "
+            f"'auto' or None, not {diameter!r}"
+        )
+    diameter = float(diameter)
     trained = model.metadata.diameter
     if not trained:
         raise SegNetError(
             "this model records no training object diameter, so diameter= cannot rescale; "
             "leave diameter=None"
         )
-    return float(trained) / float(diameter)
+    factor = float(trained) / diameter
+    if not 1 / MAX_ZOOM <= factor <= MAX_ZOOM:
+        raise SegNetError(
+            f"diameter={diameter:g} would zoom the image by {factor:.3g} (the model was "
+            f"trained on objects {float(trained):g} px across); diameters from "
+            f"{float(trained) / MAX_ZOOM:g} to {float(trained) * MAX_ZOOM:g} px are allowed"
+        )
+    return factor
+
+
+def check_zoom_memory(layout: Layout, factor: float) -> None:
+    """Refuse a zoom whose in-memory results would not fit the free memory."""
+    import psutil
+
+    zoomed = [max(1, round(s * factor)) for s in layout.spatial_shape]
+    pixels = float(np.prod(zoomed)) * float(np.prod(layout.outer_shape))
+    need, free = pixels * ZOOM_BYTES, psutil.virtual_memory().available
+    if need > free:
+        raise SegNetError(
+            f"zooming by {factor:.3g} makes a {pixels:.3g}-pixel image that needs about "
+            f"{need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB are free; give a larger "
+            "diameter or diameter=None"
+        )
 
 
 def zoom(arr: np.ndarray, layout: Layout, shape_out, order: int) -> np.ndarray:
@@ -65,7 +107,9 @@ class Rescaled:
         factor = rescale_factor(model, diameter)
         if factor == 1.0:
             return cls(layout, src, 1.0)
+        check_zoom_memory(layout, factor)
         arr = np.asarray(src).astype(np.float32)
+        checks.finite(arr, "image")
         shape = [max(1, round(s * factor)) for s in layout.spatial_shape]
         return cls(layout, zoom(arr, layout, shape, order=1), factor)
 

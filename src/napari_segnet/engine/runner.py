@@ -52,6 +52,8 @@ def _host_tensor(block: np.ndarray) -> torch.Tensor:
     uint16, the usual microscopy type, travels as its int16 bit pattern and is widened
     on the device (see :func:`_widen`); types torch lacks become float32 here.
     """
+    if not block.flags.writeable:
+        block = block.copy()  # torch wants writable memory (a read-only input's tile)
     if block.dtype == np.uint16:
         return torch.from_numpy(block.view(np.int16))
     if block.dtype in (np.uint32, np.uint64) or block.dtype.kind == "b":

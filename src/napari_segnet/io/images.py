@@ -63,7 +63,9 @@ def read_image(path: str | Path):
     except SegNetError:
         raise
     except Exception as e:
-        raise SegNetError(f"{p}: cannot read image ({type(e).__name__}: {e})") from None
+        # Readers' messages can run over several lines of advice: the first says why.
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SegNetError(f"{p}: cannot read image ({type(e).__name__}: {reason})") from None
 
 
 def overlay_png(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from safetensors.torch import save_file
 from ..errors import ModelFileError, NotAModelError
 from ..models.base import SegNet
 from ..models.registry import build_from_config
+from .atomic import atomic_write
 
 FORMAT = "napari-segnet"
 FORMAT_VERSION = 1
@@ -88,30 +88,14 @@ def save_model(model: SegNet, path: str | os.PathLike, *, overwrite: bool = Fals
         folder = p if as_folder else p.parent
         folder.mkdir(parents=True, exist_ok=True)
         if as_folder:
-            _atomic(p / _WEIGHTS, lambda t: save_file(state, t, metadata={"format": FORMAT}))
-            _atomic(p / _CONFIG, lambda t: Path(t).write_text(json.dumps(head, indent=2)))
+            atomic_write(p / _WEIGHTS, lambda t: save_file(state, t, metadata={"format": FORMAT}))
+            atomic_write(p / _CONFIG, lambda t: Path(t).write_text(json.dumps(head, indent=2)))
         else:
             meta = {"napari_segnet": json.dumps(head)}
-            _atomic(p, lambda t: save_file(state, t, metadata=meta))
+            atomic_write(p, lambda t: save_file(state, t, metadata=meta))
     except (OSError, SafetensorError) as e:
         raise ModelFileError(f"cannot write the model to {p}: {e}") from None
     return p
-
-
-def _atomic(target: Path, write) -> None:
-    """``write(tmp)`` to a temporary file beside ``target``, then rename it to ``target``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp makes the file private (0600); a saved model gets the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)  # never a half-written file under the final name
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read(path: Path) -> tuple[dict[str, Any], Path]:

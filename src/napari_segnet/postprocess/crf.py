@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .. import checks
 from ..engine.devices import resolve_device
 from ..errors import Cancelled, SegNetError
 from ..options import CRFOptions
@@ -163,16 +164,43 @@ def _refine_one(
     return out
 
 
+def check_foreground(foreground, n_classes: int) -> list[int]:
+    """The sorted class indices of ``foreground``: some, but not all, of the classes."""
+    items = list(foreground) if isinstance(foreground, (list, tuple, np.ndarray)) else None
+    fg = sorted({int(k) for k in items if checks.is_int(k)}) if items is not None else []
+    if (
+        not fg
+        or len(fg) != len(set(items))
+        or fg[0] < 0
+        or fg[-1] >= n_classes
+        or len(fg) == n_classes
+    ):
+        raise SegNetError(
+            f"foreground must name some but not all of the {n_classes} classes "
+            f"(indices 0 to {n_classes - 1}), not {foreground!r}"
+        )
+    return fg
+
+
+def check_params(params: dict, n_classes: int) -> dict:
+    """Check a dict of :func:`refine_crf` keyword arguments (as ``segment(crf=...)``
+    takes them) before any work; returns it unchanged."""
+    if not isinstance(params, dict):
+        raise SegNetError(f"crf must be True, False or a dict, not {params!r}")
+    options = {k: v for k, v in params.items() if k not in ("volume", "foreground")}
+    CRFOptions.from_dict(options)
+    checks.flag("volume", params.get("volume", False))
+    if params.get("foreground") is not None:
+        check_foreground(params["foreground"], n_classes)
+    return params
+
+
 def _merge(prob: np.ndarray, foreground) -> tuple[np.ndarray, list[int], list[int], np.ndarray]:
     """The other classes, then ``foreground``'s classes summed, ``(C', ...)``; the
     other and the foreground classes' indices; each pixel's split among the latter
     ``(F, ...)``."""
     c = prob.shape[0]
-    fg = sorted({int(k) for k in foreground})
-    if not fg or fg[0] < 0 or fg[-1] >= c or len(fg) == c:
-        raise SegNetError(
-            f"foreground must name some but not all of the {c} classes, not {foreground!r}"
-        )
+    fg = check_foreground(foreground, c)
     rest = [k for k in range(c) if k not in fg]
     part = prob[fg].astype(np.float32)
     total = part.sum(0)
@@ -254,8 +282,11 @@ def refine_crf(
     Cancelled
         When ``cancel`` is set.
     """
-    img = np.asarray(image)
-    prob = np.asarray(probabilities)
+    img = np.asarray(checks.array(image, "image"))
+    prob = np.asarray(checks.array(probabilities, "probabilities"))
+    checks.flag("volume", volume)
+    checks.callback("progress", progress)
+    checks.cancel_event(cancel)
     params = CRFOptions(
         n_iter=n_iter,
         gaussian_sxy=gaussian_sxy,
@@ -265,6 +296,7 @@ def refine_crf(
         bilateral_compat=bilateral_compat,
     ).to_dict()
     _check(img, prob)
+    checks.finite(img, "image")
     spatial = prob.shape[1:]
     if img.shape == spatial:
         has_channels = False

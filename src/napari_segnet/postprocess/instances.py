@@ -8,6 +8,7 @@ from skimage.feature import peak_local_max
 from skimage.measure import label as cc_label
 from skimage.segmentation import relabel_sequential, watershed
 
+from .. import checks
 from ..errors import Cancelled, SegNetError
 from ..options import InstanceOptions
 
@@ -120,11 +121,8 @@ def label_instances(
         split_touching=split_touching,
         min_distance=min_distance,
     )
-    prob = np.asarray(probabilities)
-    if prob.ndim < 3:
-        raise SegNetError(f"probabilities must be (C, Y, X) or (C, Z, Y, X), not {prob.shape}")
-    if np.isnan(prob).any():
-        raise SegNetError("probabilities contain NaN")
+    prob = np.asarray(_probabilities(probabilities))
+    checks.finite(prob, "probabilities", float32=False)
     spatial = prob.ndim - 1
     ndim = _check_ndim(ndim, spatial)
     kw = _label_kwargs(opts, prob.shape[0], ndim)
@@ -140,11 +138,25 @@ def label_instances(
     return _label(prob, **kw)[0]
 
 
+def _probabilities(probabilities):
+    """``(C, *spatial)`` class probabilities with at least 2 spatial axes, or a SegNetError."""
+    prob = checks.array(probabilities, "probabilities")
+    if len(prob.shape) < 3:
+        raise SegNetError(
+            f"probabilities must be (C, Y, X), (C, Z, Y, X) or stacks of them, not shape "
+            f"{tuple(prob.shape)}"
+        )
+    return prob
+
+
 def _check_ndim(ndim: int | None, spatial: int) -> int:
-    ndim = spatial if ndim is None else int(ndim)
-    if ndim not in (2, 3) or ndim > spatial:
-        raise SegNetError(f"ndim must be 2 or 3 and at most {spatial}")
-    return ndim
+    if ndim is None and spatial in (2, 3):
+        return spatial
+    if not checks.is_int(ndim) or ndim not in (2, 3) or ndim > spatial:
+        raise SegNetError(
+            f"ndim must be 2 or 3 (at most the {spatial} spatial axes) or None, not {ndim!r}"
+        )
+    return int(ndim)
 
 
 def _label_kwargs(opts: InstanceOptions, n_classes: int, ndim: int) -> dict:
@@ -233,21 +245,23 @@ def label_instances_blockwise(
         ``out``, holding ids 1..N (0 = background).
     """
     opts = InstanceOptions.from_dict(options)
+    probabilities = _probabilities(probabilities)
     shape = tuple(int(s) for s in probabilities.shape[1:])
     spatial = len(shape)
     ndim = _check_ndim(ndim, spatial)
-    if halo < 0:
-        raise SegNetError("halo must not be negative")
+    halo = checks.integer("halo", halo, low=0)
+    block = checks.sizes("block_size", block_size, ndim)
+    if block is None:
+        block = (1024 if ndim == 2 else 128,) * ndim
+    checks.callback("progress", progress)
+    checks.cancel_event(cancel)
     if out is None:
         out = np.zeros(shape, np.int32)
-    elif tuple(out.shape) != shape:
-        raise SegNetError(f"out has shape {tuple(out.shape)}, expected {shape}")
+    else:
+        checks.out_array(out, shape, "i", source=probabilities)
     n_outer = spatial - ndim
     inner = shape[n_outer:]
     opts = _label_kwargs(opts, int(probabilities.shape[0]), ndim)
-    if block_size is None:
-        block_size = 1024 if ndim == 2 else 128
-    block = (block_size,) * ndim if np.isscalar(block_size) else tuple(block_size)
     blocks = list(_blocks(inner, block))
     outers = list(np.ndindex(*shape[:n_outer]))
     total = len(blocks) * len(outers)
@@ -261,8 +275,7 @@ def label_instances_blockwise(
             ehi = tuple(min(b + halo, s) for b, s in zip(hi, inner))
             region = tuple(slice(a, b) for a, b in zip(elo, ehi))
             p = np.asarray(probabilities[(slice(None), *o, *region)])
-            if np.isnan(p).any():
-                raise SegNetError("probabilities contain NaN")
+            checks.finite(p, "probabilities", float32=False)
             lab, decisive = _label(p, **opts)
             # An object's anchor is the first of its seed pixels in raster order: seeds
             # are pixelwise decisions, so every block that sees the object agrees.

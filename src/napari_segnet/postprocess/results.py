@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 
+from .. import checks
 from ..errors import SegNetError
 from ..models.base import SegNet
 from .crf import refine_crf
@@ -20,7 +21,7 @@ def instance_options(model: SegNet, overrides: dict | None) -> dict:
     """Keyword arguments for :func:`label_instances`: the model's stored options, then
     the caller's (checked here, before any work)."""
     overrides = dict(overrides or {})
-    ndim = overrides.pop("ndim", model.dims)
+    ndim = checks.integer("ndim", overrides.pop("ndim", model.dims), low=2, high=3)
     opts = model.metadata.instance_options.replace(**overrides)
     return {**opts.changed(), "ndim": ndim}
 

@@ -211,6 +211,8 @@ def train(
     start = starting_point(
         model, to_tune, data, target, pretrained=pretrained, model_options=model_options
     )
+    # Checked before the epochs: class names must fit the network's outputs.
+    names = output_class_names(target, start.net.n_classes, class_names, model)
     plan = plan_batches(data, options, start.net.divisor, rng)
     if options.workers:
         # Started now, before the network reaches the GPU, so the forks copy no CUDA state.
@@ -245,7 +247,7 @@ def train(
         loop,
         data,
         options,
-        names=output_class_names(target, net.n_classes, class_names, model),
+        names=names,
         fine_tuned_from=start.fine_tuned_from,
         spacing=spacing,
         tuned=tuned,

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SegNetError
 from ..models import SegNet
 from .epochs import EpochLoop
 from .prepare import Plan, TrainingData
@@ -24,7 +25,12 @@ def output_class_names(
     if target == "instances":
         return INSTANCE_CLASSES
     if given:
-        return list(given)
+        if not isinstance(given, (list, tuple)) or len(given) != n_classes:
+            raise SegNetError(
+                f"class_names must be a list of {n_classes} names (one per output class, "
+                f"background first), not {given!r}"
+            )
+        return [str(c) for c in given]
     if isinstance(model, SegNet):
         return list(model.metadata.classes) or None
     if target == "semantic":

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from .. import checks
 from ..errors import SegNetError
 
 # The border term is dropped where it is below this, so every value stays within it
@@ -74,6 +75,36 @@ def two_nearest_distances(
     return d1, d2
 
 
+def instance_labels(labels) -> np.ndarray:
+    """2D or 3D instance labels as int32 ids (0 = background), checked.
+
+    Integral floats are accepted; ids larger than the number of pixels are
+    renumbered (the weight map depends only on which pixels share an object), so
+    ids near 2**64 cost no more than small ones.
+
+    Raises
+    ------
+    SegNetError
+        For anything but non-negative integer labels with 2 or 3 axes.
+    """
+    lab = np.asarray(checks.array(labels, "labels"))
+    if lab.ndim not in (2, 3):
+        raise SegNetError(f"labels must be 2D or 3D, not {lab.ndim}D (shape {lab.shape})")
+    integral = lab.dtype.kind != "f" or (np.isfinite(lab).all() and np.all(np.mod(lab, 1) == 0))
+    if not integral:
+        raise SegNetError(f"labels must be integers, not {lab.dtype} with fractions or NaN")
+    if lab.dtype.kind != "b" and lab.min() < 0:
+        raise SegNetError(f"labels must not be negative (the smallest is {lab.min()})")
+    if lab.dtype.kind in "bu" and lab.dtype.itemsize < 4:
+        return lab.astype(np.int32)
+    if lab.dtype.kind in "iu" and lab.max() <= min(lab.size, 2**31 - 1):
+        return lab.astype(np.int32, copy=False)
+    ids, inverse = np.unique(lab, return_inverse=True)
+    # 0 stays background: ids are renumbered from 1 when there is none.
+    inverse = inverse.reshape(lab.shape) + (0 if ids[0] == 0 else 1)
+    return inverse.astype(np.int32)
+
+
 def boundary_weight_map(
     labels: np.ndarray,
     w0: float = 10.0,
@@ -105,24 +136,14 @@ def boundary_weight_map(
         only where it exceeds 0.005 (objects farther apart cannot contribute more),
         so every value is within 0.005 of the exact formula.
     """
-    lab = np.asarray(labels)
-    if lab.ndim not in (2, 3):
-        raise SegNetError(f"labels must be 2D or 3D, not {lab.ndim}D")
-    if lab.size == 0:
-        raise SegNetError("labels are empty")
-    if lab.dtype.kind not in "biu":
-        if lab.dtype.kind == "f" and np.all(np.mod(lab, 1) == 0):
-            lab = lab.astype(np.int64)
-        else:
-            raise SegNetError(f"labels must be integers, not {lab.dtype}")
-    if (lab < 0).any():
-        raise SegNetError("labels must not be negative")
-    if sigma <= 0:
-        raise SegNetError("sigma must be positive")
+    lab = instance_labels(labels)
+    w0 = checks.number("w0", w0, low=0)
+    sigma = checks.number("sigma", sigma, low=0, low_open=True)
+    class_balance = checks.flag("class_balance", class_balance)
+    spacing = checks.spacing(spacing, lab.ndim)
     w = class_balance_weights(lab) if class_balance else np.ones(lab.shape, np.float32)
     if w0 == 0:
         return w
-    lab = lab.astype(np.int32, copy=False) if lab.max() < 2**31 else lab
     # (d1 + d2) beyond this makes w0·exp(...) < TOLERANCE; d1 <= d2 so d2 <= reach.
     reach = sigma * math.sqrt(2 * math.log(max(abs(w0), TOLERANCE) / TOLERANCE))
     d1, d2 = two_nearest_distances(lab, reach, spacing)
