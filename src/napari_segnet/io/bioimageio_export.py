@@ -17,6 +17,7 @@ import torch
 
 from ..errors import ModelFileError, NotAModelError, SegNetError
 from ..models.base import SegNet
+from ..models.registry import ARCHITECTURES
 from . import bioimageio_docs as docs
 from .bioimageio_source import CALLABLE, FILE_NAME, architecture_source
 
@@ -135,8 +136,8 @@ def _tensors(model: SegNet, folder: Path, image: np.ndarray, prob: np.ndarray, m
 
     np.save(folder / "test_input.npy", image[None])
     np.save(folder / "test_output.npy", prob[None])
-    tifffile.imwrite(folder / "sample_input.tif", image[None])
-    tifffile.imwrite(folder / "sample_output.tif", prob[None])
+    tifffile.imwrite(folder / "sample_input.tif", image[None], photometric="minisblack")
+    tifffile.imwrite(folder / "sample_output.tif", prob[None], photometric="minisblack")
     meta = model.metadata
     grid = spec.ParameterizedSize(min=minimum, step=model.divisor)
     in_axes: list[Any] = [
@@ -254,10 +255,11 @@ def export_bioimageio(
     ModelFileError
         ``path`` exists and ``overwrite`` is False.
     """
-    if not isinstance(model, SegNet) or not hasattr(model, "config") or "arch" not in model.config:
+    if not isinstance(model, SegNet) or model.config.get("arch") not in ARCHITECTURES:
         raise NotAModelError(
             "export_bioimageio takes a napari-segnet network (build_model, train or "
-            f"load_model), not {type(model).__name__}"
+            f"load_model), not {type(model).__name__}; a model loaded from another "
+            "bioimage.io package is shared as that package"
         )
     unknown = sorted(set(weights) - set(WEIGHT_FORMATS)) or ([] if weights else ["none given"])
     if unknown:
