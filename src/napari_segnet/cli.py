@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli_bioimageio import add_parser as add_bioimageio_parser
+
 
 class _Bar:
     """A one-line text progress bar for tiles."""
@@ -41,7 +43,7 @@ def _segment(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        model = ns.load_model(args.model)
+        model = ns.load_model(args.model, trust_code=args.trust_code)
     except ns.ModelFileError as e:
         print(f"napari-segnet: error: {e}", file=sys.stderr)
         return 2
@@ -245,7 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
         "if any failed.",
     )
     seg.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or globs")
-    seg.add_argument("--model", default="nuclei", help="bundled model name or model file")
+    seg.add_argument(
+        "--model", default="nuclei", help="bundled model name, model file or bioimage.io package"
+    )
+    seg.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="run a bioimage.io package whose network is Python code (only if you trust it)",
+    )
     seg.add_argument("--out", required=True, help="output folder")
     seg.add_argument("--sample", choices=["nuclei"], help="also segment bundled sample data")
     seg.add_argument(
@@ -328,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+    add_bioimageio_parser(sub)
     return parser
 
 
