@@ -258,7 +258,7 @@ def test_code_in_a_package_runs_only_when_trusted(tmp_path):
 
 
 def test_tensorflow_package_names_the_supported_formats(tmp_path):
-    with pytest.raises(ModelFileError, match="torchscript.*pytorch_state_dict"):
+    with pytest.raises(ModelFileError, match=r"torchscript.*pytorch_state_dict"):
         ns.load_model(_foreign_package(tmp_path, weights="tensorflow_saved_model_bundle"))
 
 
@@ -272,7 +272,7 @@ def test_zip_that_is_not_a_package(tmp_path):
     path = tmp_path / "photos.zip"
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("a.txt", "hello")
-    with pytest.raises(ModelFileError, match="not a bioimage.io package"):
+    with pytest.raises(ModelFileError, match=r"not a bioimage.io package"):
         ns.load_bioimageio(path)
 
 
@@ -285,7 +285,7 @@ def test_package_with_a_wrong_sha256(tmp_path):
             if item.filename == "test_output.npy":
                 data = data[:-4] + b"\0\0\0\0"
             dst.writestr(item, data)
-    with pytest.raises(ModelFileError, match="sha256|SHA256"):
+    with pytest.raises(ModelFileError, match=r"sha256|SHA256"):
         ns.load_model(bad)
 
 

@@ -31,7 +31,7 @@ TOLERANCE = 1e-4
 def require_spec():
     """``bioimageio.spec``, or an error that says how to install it."""
     try:
-        import bioimageio.spec  # noqa: F401
+        import bioimageio.spec
     except ImportError:
         raise SegNetError(
             "bioimage.io packages need the bioimageio.spec package: "
@@ -110,7 +110,9 @@ def _weights(model: SegNet, folder: Path, formats: Sequence[str], example: torch
     if "pytorch_state_dict" in formats:
         arch = folder / FILE_NAME
         arch.write_text(architecture_source(), encoding="utf-8")
-        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, folder / "weights.pt")
+        torch.save(
+            {k: v.detach().cpu() for k, v in net.state_dict().items()}, folder / "weights.pt"
+        )
         out["pytorch_state_dict"] = spec.PytorchStateDictWeightsDescr(
             source=folder / "weights.pt",
             architecture=spec.ArchitectureFromFileDescr(
@@ -203,7 +205,7 @@ def export_bioimageio(
     name: str | None = None,
     description: str | None = None,
     authors: Sequence[str | dict] | None = None,
-    license: str = "MIT",  # noqa: A002 - the bioimage.io field's name
+    license: str = "MIT",
     cite: Sequence[dict] | None = None,
     test_image=None,
     weights: Sequence[str] = WEIGHT_FORMATS,

@@ -96,7 +96,7 @@ def _state_dict(entry) -> dict[str, torch.Tensor]:
     try:
         # weights_only: a restricted unpickler that builds tensors and containers only.
         return torch.load(io.BytesIO(_read(entry)), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+    except Exception as e:
         raise ModelFileError(f"the package's state dict cannot be read safely: {e}") from None
 
 

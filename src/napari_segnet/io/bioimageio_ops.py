@@ -20,9 +20,7 @@ def _scalar(kwargs: Any, name: str, step: str, where: str) -> float:
     value = getattr(kwargs, name)
     if isinstance(value, (list, tuple)):
         if len(set(value)) != 1:
-            raise ModelFileError(
-                f"{where}: {step} with per-channel {name} values is not supported"
-            )
+            raise ModelFileError(f"{where}: {step} with per-channel {name} values is not supported")
         value = value[0]
     return float(value)
 
