@@ -16,7 +16,14 @@ from .errors import (
     SegNetError,
     SegNetWarning,
 )
-from .io import available_models, load_model, read_collection, save_model
+from .io import (
+    available_models,
+    export_bioimageio,
+    load_bioimageio,
+    load_model,
+    read_collection,
+    save_model,
+)
 from .metrics import average_precision, mean_iou
 from .models import SegNet, architectures, build_model
 from .postprocess import label_instances, label_instances_blockwise, refine_crf
@@ -42,8 +49,10 @@ __all__ = [
     "build_model",
     "data",
     "estimate_diameter",
+    "export_bioimageio",
     "label_instances",
     "label_instances_blockwise",
+    "load_bioimageio",
     "load_model",
     "mean_iou",
     "predict",

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli_bioimageio import add_parser as add_bioimageio_parser
+
 
 class _Bar:
     """A one-line text progress bar for tiles."""
@@ -105,7 +107,7 @@ def _segment(args: argparse.Namespace) -> int:
         _error(f"--out {out} is a file; give a folder")
         return 2
     try:
-        model = ns.load_model(args.model)
+        model = ns.load_model(args.model, trust_code=args.trust_code)
         # Arguments shared by every input are checked once, before any work.
         RunOptions.check(model, args.tile_size, None, args.device, "auto", None)
         rescale_factor(model, args.diameter)
@@ -302,7 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(or a bad model or argument).",
     )
     seg.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or globs")
-    seg.add_argument("--model", default="nuclei", help="bundled model name or model file")
+    seg.add_argument(
+        "--model", default="nuclei", help="bundled model name, model file or bioimage.io package"
+    )
+    seg.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="run a bioimage.io package whose network is Python code (only if you trust it)",
+    )
     seg.add_argument("--out", required=True, help="output folder")
     seg.add_argument("--sample", choices=["nuclei"], help="also segment bundled sample data")
     seg.add_argument(
@@ -387,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+    add_bioimageio_parser(sub)
     return parser
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import SegNetError
 
-NORMALIZATION_KINDS = ("percentile", "fixed", "none")
+NORMALIZATION_KINDS = ("percentile", "meanstd", "fixed", "none")
 INSTANCE_MODES = ("auto", "boundary", "components")
 TARGETS = ("instances", "semantic", "scribbles")
 
@@ -57,8 +57,9 @@ class Normalization:
     """How raw intensities become network input.
 
     ``"percentile"`` maps the ``low`` percentile to 0 and the ``high`` one to 1 (per
-    channel and time point); ``"fixed"`` computes ``(x - offset) * scale``; ``"none"``
-    passes the values through.
+    channel and time point); ``"meanstd"`` subtracts the mean and divides by the
+    standard deviation (same grouping; bioimage.io's ``zero_mean_unit_variance``);
+    ``"fixed"`` computes ``(x - offset) * scale``; ``"none"`` passes the values through.
     """
 
     kind: str = "percentile"
@@ -94,7 +95,7 @@ class Normalization:
             return {"kind": "percentile", "low": self.low, "high": self.high}
         if self.kind == "fixed":
             return {"kind": "fixed", "offset": self.offset, "scale": self.scale}
-        return {"kind": "none"}
+        return {"kind": self.kind}
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,9 @@ class SegmentWidget(JobPanel, Container):
         self.viewer = napari_viewer
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         self.model = ComboBox(label="model", choices=model_choices())
-        self.model_file = FileEdit(label="model file", filter="*.segnet", visible=False)
+        self.model_file = FileEdit(
+            label="model file", filter="*.segnet *.zip *.yaml", visible=False
+        )
         self.device = ComboBox(label="device", choices=["auto", *available_devices()])
         self.tile = SpinBox(label="tile size (0 = auto)", min=0, max=8192, step=16, value=0)
         self.diameter = FloatSpinBox(label="diameter px (0 = auto)", min=0, max=1000, value=0)

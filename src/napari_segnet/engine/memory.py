@@ -52,7 +52,8 @@ def _probe(model: SegNet) -> tuple[float, float]:
 
     probe = copy.deepcopy(model).cpu().eval()
     for m in probe.modules():
-        if not list(m.children()):
+        # TorchScript modules (from bioimage.io packages) take no hooks: not counted.
+        if not list(m.children()) and not isinstance(m, torch.jit.ScriptModule):
             m.register_forward_hook(hook)
     with torch.inference_mode():
         probe(x)

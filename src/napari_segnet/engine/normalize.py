@@ -37,7 +37,8 @@ def normalization_stats(
     """Per outer position and channel: the ``(offset, scale)`` that normalise the image.
 
     Percentile normalisation maps the ``low`` percentile to 0 and the ``high`` one to 1,
-    per time point (when there is a T axis) and per channel, over all other axes.
+    per time point (when there is a T axis) and per channel, over all other axes;
+    ``"meanstd"`` gives zero mean and unit standard deviation over the same values.
 
     Returns
     -------
@@ -60,8 +61,12 @@ def normalization_stats(
         fixed = {} if t is None else {layout.time: t}
         sample = _subsample(src, layout, fixed).astype(np.float64, copy=False)
         checks.finite(sample, "image")
-        lo, hi = np.percentile(sample, [lo_p, hi_p], axis=1)
-        scale = 1.0 / np.maximum(hi - lo, 1e-6 * np.maximum(np.abs(hi), 1.0))
+        if norm.kind == "meanstd":
+            # bioimage.io's zero_mean_unit_variance: (x - mean) / (std + 1e-6)
+            lo, scale = sample.mean(axis=1), 1.0 / (sample.std(axis=1) + 1e-6)
+        else:
+            lo, hi = np.percentile(sample, [lo_p, hi_p], axis=1)
+            scale = 1.0 / np.maximum(hi - lo, 1e-6 * np.maximum(np.abs(hi), 1.0))
         if t_pos is None:
             out[..., 0] = lo
             out[..., 1] = scale

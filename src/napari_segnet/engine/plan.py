@@ -105,6 +105,10 @@ def make_plan(
         core = choose_core(shape, model, budget, factor, pad)
     else:
         core = tuple(roundup(t, model.divisor) for t in opts.tile_size)
+    # Tile centres at least the network's smallest input: tiles then never need padding
+    # inside the image, which would change the result (images smaller than it still do).
+    least = roundup(getattr(model, "min_size", 1), model.divisor)
+    core = tuple(max(c, least) for c in core)
     outers = list(outer_positions(layout))
     tiles, core = plan_tiles(
         (0,) * model.dims, shape, core, model.divisor, outers, halo=model.halo, pad=pad, shape=shape

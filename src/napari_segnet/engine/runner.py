@@ -91,6 +91,7 @@ class TileRunner:
         self.precision = precision
         # Channels-last convolutions are faster on CUDA and also on the CPU (oneDNN).
         self.channels_last = model.dims == 2
+        self.softmax = getattr(model, "output_activation", "softmax") == "softmax"
 
     def autocast(self):
         if self.precision == "float32":
@@ -127,7 +128,9 @@ class TileRunner:
                 crops = []
                 for i, off in enumerate(offsets):
                     crop = tuple(slice(o, o + c) for o, c in zip(off, core))
-                    crops.append(torch.softmax(logits[(i, slice(None), *crop)].float(), dim=0))
+                    out = logits[(i, slice(None), *crop)].float()
+                    # Native networks give class scores; package models their final output.
+                    crops.append(torch.softmax(out, dim=0) if self.softmax else out)
                 prob = torch.stack(crops)
                 del logits
             if not self.cuda:

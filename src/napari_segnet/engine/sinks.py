@@ -60,7 +60,15 @@ class ArraySink:
             k = self.class_axis
             parallel_assign(self.probabilities, (*idx[:k], slice(None), *idx[k:]), probabilities)
         if self.semantic is not None:
-            self.semantic[idx] = probabilities.argmax(0).astype(self.semantic.dtype, copy=False)
+            self.semantic[idx] = class_ids(probabilities).astype(self.semantic.dtype, copy=False)
+
+
+def class_ids(probabilities: np.ndarray) -> np.ndarray:
+    """The class per pixel of ``(C, ...)`` probabilities: the argmax, or for a single
+    channel (a foreground probability, as some bioimage.io models give) above 0.5."""
+    if probabilities.shape[0] == 1:
+        return (probabilities[0] > 0.5).astype(np.uint8)
+    return probabilities.argmax(0)
 
 
 def out_index(layout: Layout, t: Tile, outer_offset=None, region_offset=None) -> tuple:

@@ -9,6 +9,7 @@ import torch
 
 from ..errors import ModelFileError
 from ..models.base import SegNet
+from .bioimageio_import import is_package, load_bioimageio
 from .model_files import SUFFIX, load_model_file
 
 BUNDLED_DIR = Path(__file__).parent.parent / "models" / "bundled"
@@ -19,20 +20,29 @@ def available_models() -> list[str]:
     return sorted(p.stem for p in BUNDLED_DIR.glob(f"*{SUFFIX}"))
 
 
-def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> SegNet:
-    """Load a bundled model by name, or a model file or folder by path.
+def load_model(
+    name_or_path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    *,
+    trust_code: bool = False,
+) -> SegNet:
+    """Load a bundled model by name, a model file or folder, or a bioimage.io package.
 
     Parameters
     ----------
     name_or_path : str or path-like
-        A name from :func:`available_models` or a path written by :func:`save_model`.
+        A name from :func:`available_models`, a path written by :func:`save_model`, or
+        a bioimage.io model package (``.zip``, folder or ``rdf.yaml``; see
+        :func:`~napari_segnet.io.bioimageio_import.load_bioimageio`).
     device : str or torch.device
         Where to put the weights.
+    trust_code : bool
+        bioimage.io packages only: allow a network defined by Python code in the package.
 
     Raises
     ------
     ModelFileError
-        Unknown name, missing file, corrupt or pickled file.
+        Unknown name, missing file, corrupt or pickled file, invalid package.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise ModelFileError(
@@ -50,4 +60,6 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
             f"{name!r} is neither a bundled model ({available_models() or 'none bundled'}) "
             "nor an existing file: give a bundled model's name or the path of a .segnet file"
         )
+    if is_package(p):
+        return load_bioimageio(p, trust_code=trust_code, device=device)
     return load_model_file(p, device)

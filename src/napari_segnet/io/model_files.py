@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from ..errors import ModelFileError, NotAModelError
 from ..models.base import SegNet
-from ..models.registry import build_from_config
+from ..models.registry import ARCHITECTURES, build_from_config
 from .atomic import atomic_write
 
 FORMAT = "napari-segnet"
@@ -69,6 +69,11 @@ def save_model(model: SegNet, path: str | os.PathLike, *, overwrite: bool = Fals
         raise NotAModelError(
             f"save_model expects a napari-segnet model, not {type(model).__name__}: "
             "pass one from build_model, train or load_model"
+        )
+    if model.config.get("arch") not in ARCHITECTURES:
+        raise NotAModelError(
+            f"save_model writes napari-segnet networks; this {model.config.get('arch')} model "
+            "came from a bioimage.io package: keep that package and load it again"
         )
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise ModelFileError(f"save_model needs a file path, not {path!r}")

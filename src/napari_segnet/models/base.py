@@ -54,6 +54,10 @@ class SegNet(nn.Module):
         self.divisor = 1
         self.receptive_radius = 0
         self.halo = 0
+        # Smallest input the network takes per axis (bioimage.io packages may ask for one).
+        self.min_size = 1
+        # "softmax": forward gives class scores; "none": it gives final probabilities.
+        self.output_activation = "softmax"
 
     def _set_geometry(self, radius: float, divisor: int) -> None:
         self.divisor = int(divisor)

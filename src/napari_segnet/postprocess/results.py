@@ -7,6 +7,7 @@ import threading
 import numpy as np
 
 from .. import checks
+from ..engine.sinks import class_ids
 from ..errors import SegNetError
 from ..models.base import SegNet
 from .crf import refine_crf
@@ -76,7 +77,7 @@ def finish(
     if crf:
         params = crf_params(model, crf)
         prob = refine_crf(crf_image(image, layout), prob, device=device, cancel=cancel, **params)
-    semantic = prob.argmax(0).astype(semantic_dtype)
+    semantic = class_ids(prob).astype(semantic_dtype)
     labels = None
     if instances and stitch is not None:
         per_slice = {k: v for k, v in options.items() if k != "ndim"}
