@@ -12,8 +12,6 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
-import napari_segnet as ns
-
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
@@ -33,20 +31,32 @@ def wait(widget, timeout: float = 600) -> None:
     settle(0.5)
 
 
+def segment_real(viewer) -> None:
+    """The Segment panel on the real samples: fluorescence (nuclei) and H&E (nuclei_he)."""
+    for sample, layer, out in (
+        ("real_fluorescence", "nuclei (DSB2018 fluorescence)", "segment.png"),
+        ("real_he", "H&E tissue (DSB2018)", "segment_he.png"),
+    ):
+        viewer.window.remove_dock_widget("all")
+        viewer.layers.clear()
+        viewer.open_sample("napari-segnet", sample)
+        for lay in viewer.layers:
+            lay.visible = lay.name == layer
+        _, seg = viewer.window.add_plugin_dock_widget("napari-segnet", "Segment")
+        seg.image.value = viewer.layers[layer]  # the panel picks nuclei or nuclei_he
+        seg.run()
+        wait(seg)
+        viewer.reset_view()
+        settle(0.5)
+        viewer.screenshot(str(OUT / out), canvas_only=False)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1800, 1000)
 
-    # Segment: the bundled model on the 2D sample.
-    viewer.open_sample("napari-segnet", "nuclei")
-    viewer.layers["nuclei ground truth"].visible = False
-    _, seg = viewer.window.add_plugin_dock_widget("napari-segnet", "Segment")
-    seg.image.value = viewer.layers["nuclei"]
-    seg.model.value = "nuclei" if "nuclei" in ns.available_models() else seg.model.choices[0]
-    seg.run()
-    wait(seg)
-    viewer.screenshot(str(OUT / "segment.png"), canvas_only=False)
+    segment_real(viewer)
 
     # Boundary weight map of the ground truth.
     viewer.window.remove_dock_widget("all")

@@ -77,10 +77,16 @@ def test_diameter_adapts_to_magnification(nuclei):
 
 
 def test_cli_main_job(tmp_path):
-    from napari_segnet.cli import main
-
-    assert main(["segment", "--sample", "nuclei", "--out", str(tmp_path), "--quiet"]) == 0
+    # The README's main job: the real fluorescence sample through the default model, and
+    # the H&E sample, which --model auto (the default) gives to the colour model.
     import tifffile
 
-    inst = tifffile.imread(tmp_path / "sample_nuclei_instances.tif")
-    assert inst.shape == (512, 512) and inst.max() > 50
+    from napari_segnet.cli import main
+
+    for sample, name in (("fluorescence", "nuclei"), ("he", "nuclei_he")):
+        assert main(["segment", "--sample", sample, "--out", str(tmp_path), "--quiet"]) == 0
+        inst = tifffile.imread(tmp_path / f"sample_{sample}_instances.tif")
+        image, _ = ns.data.real_nuclei(sample)
+        expected = ns.segment(image, ns.load_model(name)).instances
+        np.testing.assert_array_equal(inst, expected)
+        assert (tmp_path / f"sample_{sample}_overlay.png").is_file()

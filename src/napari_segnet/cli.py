@@ -107,18 +107,23 @@ def _segment(args: argparse.Namespace) -> int:
         _error(f"--out {out} is a file; give a folder")
         return 2
     try:
-        model = ns.load_model(args.model, trust_code=args.trust_code)
+        auto = args.model == "auto"
+        model = ns.load_model("nuclei" if auto else args.model, trust_code=args.trust_code)
+        colour_model = ns.load_model("nuclei_he") if auto else None
         # Arguments shared by every input are checked once, before any work.
         RunOptions.check(model, args.tile_size, None, args.device, "auto", None)
-        rescale_factor(model, args.diameter)
+        if args.diameter != "auto":
+            rescale_factor(model, args.diameter)
     except ns.SegNetError as e:
         _error(e)
         return 2
     jobs: list[tuple[str, object]] = []
     failures: list[str] = []
-    if args.sample:
+    if args.sample == "nuclei":
         image, _ = ns.data.synthetic_nuclei((512, 512), seed=args.seed)
-        jobs.append((f"sample_{args.sample}", image))
+        jobs.append(("sample_nuclei", image))
+    elif args.sample:
+        jobs.append((f"sample_{args.sample}", ns.data.real_nuclei(args.sample)[0]))
     if args.inputs:
         paths, problems = expand_inputs(args.inputs)
         failures += problems
@@ -126,7 +131,7 @@ def _segment(args: argparse.Namespace) -> int:
             _error(p)
         jobs += [(str(p), p) for p in paths]
     if not jobs and not failures:
-        _error("give INPUT files/folders/globs or --sample nuclei")
+        _error("give INPUT files/folders/globs or --sample fluorescence")
         return 2
     n_problems = len(failures)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,9 +144,10 @@ def _segment(args: argparse.Namespace) -> int:
             _check_outputs(targets, inputs, claimed, name, args)
             image = read_image(src) if isinstance(src, Path) else src
             t = time.perf_counter()
+            colour = _is_rgb(image, args.axes)
             res = ns.segment(
                 image,
-                model,
+                colour_model if colour and colour_model is not None else model,
                 axes=args.axes,
                 tile_size=args.tile_size,
                 device=args.device,
@@ -159,6 +165,28 @@ def _segment(args: argparse.Namespace) -> int:
             failures.append(line)
             _error(line)
     return _summary(len(jobs) + n_problems, failures, out)
+
+
+def _diameter_arg(value: str) -> float | str | None:
+    """``--diameter``: a number of pixels, ``auto`` or ``none``."""
+    if value.lower() == "auto":
+        return "auto"
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"give a diameter in pixels, 'auto' or 'none', not {value!r}"
+        ) from None
+
+
+def _is_rgb(image, axes: str | None) -> bool:
+    """Whether an image is colour: a last axis of 3 or 4 (RGB/RGBA) or a given C axis of 3."""
+    shape = tuple(image.shape)
+    if axes is not None:
+        return "C" in axes and shape[axes.index("C")] in (3, 4)
+    return len(shape) == 3 and shape[-1] in (3, 4)
 
 
 def _summary(total: int, failures: list[str], out: Path) -> int:
@@ -305,7 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or globs")
     seg.add_argument(
-        "--model", default="nuclei", help="bundled model name, model file or bioimage.io package"
+        "--model",
+        default="auto",
+        help="bundled model name, model file or bioimage.io package; auto: nuclei for grey "
+        "images, nuclei_he for colour (RGB) ones",
     )
     seg.add_argument(
         "--trust-code",
@@ -313,12 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a bioimage.io package whose network is Python code (only if you trust it)",
     )
     seg.add_argument("--out", required=True, help="output folder")
-    seg.add_argument("--sample", choices=["nuclei"], help="also segment bundled sample data")
+    seg.add_argument(
+        "--sample",
+        choices=["fluorescence", "he", "nuclei"],
+        help="also segment a bundled sample: a real fluorescence or H&E image (DSB2018, "
+        "CC0), or a synthetic nuclei image",
+    )
     seg.add_argument(
         "--diameter",
-        type=float,
-        default=None,
-        help="typical object diameter in pixels (rescales to the model's)",
+        type=_diameter_arg,
+        default="auto",
+        help="typical object diameter in pixels (the image is rescaled to the model's); "
+        "auto (default): estimated from each image; none: no rescaling",
     )
     seg.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     seg.add_argument("--tile-size", type=int, default=None, help="tile centre in pixels")
