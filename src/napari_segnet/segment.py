@@ -54,6 +54,10 @@ class SegmentResult:
         Axes of ``semantic`` and ``instances`` (the input's, without ``C``).
     info : dict
         Tile size, batch size, device and model used.
+    objects : dict or None
+        Detection models (Mask R-CNN) only: per object, ``label``, ``score`` and box
+        corners ``y0``, ``x0``, ``y1``, ``x1`` (arrays of equal length; napari shows
+        them as the labels layer's features).
     """
 
     probabilities: Any
@@ -61,6 +65,7 @@ class SegmentResult:
     instances: Any = None
     axes: str = ""
     info: dict = field(default_factory=dict)
+    objects: dict | None = None
 
 
 def segment(
@@ -80,6 +85,7 @@ def segment(
     output=None,
     precision: str = "auto",
     border: int | None = None,
+    detection: dict | None = None,
     progress: Progress = None,
     cancel: threading.Event | None = None,
 ) -> SegmentResult:
@@ -130,6 +136,13 @@ def segment(
         by tile instead of holding them in memory. The group's attribute
         ``napari_segnet_complete`` turns True only when everything was written; a
         store created here is removed again if the job is cancelled or fails.
+    detection : dict, optional
+        Mask R-CNN models only: ``score_threshold``, ``nms_threshold`` and ``overlap``
+        for :func:`~napari_segnet.engine.detect.detect`. With such a model the image
+        must be one 2D plane; ``tile_size`` is the tile core, the other options above
+        do not apply, ``probabilities`` holds background and the painted mask
+        probability, ``instances`` the objects (a pixel claimed by two goes to the
+        higher score) and ``objects`` their scores and boxes.
     progress : callable, optional
         ``progress(done, total)`` in tiles.
     cancel : threading.Event, optional
@@ -157,6 +170,10 @@ def segment(
     # 0. Every argument checked before any work.
     src = as_source(image)
     checks.model(model)
+    if model.arch == "maskrcnn":
+        return _segment_detections(
+            src, model, axes, tile_size, device, detection, output, progress, cancel
+        )
     RunOptions.check(model, tile_size, batch_size, device, precision, border)
     _check_diameter(model, diameter)
     stitch_3d = checks.flag("stitch_3d", stitch_3d, optional=True)
@@ -223,6 +240,42 @@ def segment(
             store.write_whole(arrays, plan.core)
             store.complete()
     return SegmentResult(prob, semantic, labels, layout.out_axes, {**_info(plan, model), **info})
+
+
+def _segment_detections(
+    src, model: SegNet, axes, tile_size, device, detection, output, progress, cancel
+) -> SegmentResult:
+    """``segment`` for a detection model: tiled Mask R-CNN, then the same result fields."""
+    from .engine.detect import detect  # the detector's modules load only when used
+
+    if detection is not None and not isinstance(detection, dict):
+        raise SegNetError(f"detection must be a dict or None, not {detection!r}")
+    allowed = {"score_threshold", "nms_threshold", "overlap"}
+    unknown = set(detection or {}) - allowed
+    if unknown:
+        raise SegNetError(f"unknown detection option(s) {sorted(unknown)}; use {sorted(allowed)}")
+    if tile_size is not None and not isinstance(tile_size, (int, np.integer)):
+        raise SegNetError(f"tile_size for a Mask R-CNN model is one integer, not {tile_size!r}")
+    found = detect(
+        np.asarray(src),
+        model,
+        axes,
+        tile_size=tile_size,
+        device=device,
+        progress=progress,
+        cancel=cancel,
+        **(detection or {}),
+    )
+    prob = np.stack([1.0 - found.foreground, found.foreground]).astype(np.float32)
+    semantic = (found.labels > 0).astype(np.uint8)
+    info = {**found.info, "model": model.source or model.arch, "notes": []}
+    if output is not None:
+        with ZarrOutput(output) as store:
+            arrays = {"probabilities": prob, "semantic": semantic, "instances": found.labels}
+            store.write_whole(arrays, tuple(min(n, 512) for n in found.labels.shape))
+            store.complete()
+    axes_out = "YX"
+    return SegmentResult(prob, semantic, found.labels, axes_out, info, found.features())
 
 
 def _check_diameter(model: SegNet, diameter) -> None:

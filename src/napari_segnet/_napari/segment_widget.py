@@ -55,6 +55,9 @@ class SegmentWidget(JobPanel, Container):
         self.device = ComboBox(label="device", choices=["auto", *available_devices()])
         self.tile = SpinBox(label="tile size (0 = auto)", min=0, max=8192, step=16, value=0)
         self.diameter = FloatSpinBox(label="diameter px (0 = auto)", min=0, max=1000, value=0)
+        self.score = FloatSpinBox(
+            label="score threshold", min=0.0, max=1.0, step=0.05, value=0.5, visible=False
+        )
         self.out_prob = CheckBox(text="probabilities (image layer)", value=False)
         self.out_sem = CheckBox(text="semantic labels", value=True)
         self.out_inst = CheckBox(text="instance labels (when the model has them)", value=True)
@@ -79,6 +82,7 @@ class SegmentWidget(JobPanel, Container):
                 self.device,
                 self.tile,
                 self.diameter,
+                self.score,
                 self.out_prob,
                 self.out_sem,
                 self.out_inst,
@@ -93,6 +97,7 @@ class SegmentWidget(JobPanel, Container):
             ]
         )
         self.model.changed.connect(self._model_changed)
+        self.model_file.changed.connect(self._show_detection_fields)
         self.image.changed.connect(self._image_changed)
         self.crf.changed.connect(self._crf_changed)
         self.run_btn.changed.connect(self.run)
@@ -117,6 +122,18 @@ class SegmentWidget(JobPanel, Container):
 
     def _model_changed(self, value) -> None:
         self.model_file.visible = value == "from file..."
+        self._show_detection_fields()
+
+    def _show_detection_fields(self, *_) -> None:
+        """The score threshold appears for a detection (Mask R-CNN) model."""
+        try:
+            model = _resolve_model(self.model.value, self.model_file.value)
+        except Exception:
+            self.score.visible = False
+            return
+        self.score.visible = model.arch == "maskrcnn"
+        if self.score.visible:
+            self.score.value = float(model.config["score_threshold"])
 
     def _crf_changed(self, value) -> None:
         self.crf_compat.visible = self.crf_srgb.visible = bool(value)
@@ -149,6 +166,13 @@ class SegmentWidget(JobPanel, Container):
             "crf": crf,
             "instances": None if self.out_inst.value else False,
         }
+        if model.arch == "maskrcnn":
+            kwargs = {
+                "axes": axes,
+                "tile_size": self.tile.value or None,
+                "device": self.device.value,
+                "detection": {"score_threshold": self.score.value},
+            }
         return layer, model, data, index, kwargs
 
     def run(self, *_):
@@ -179,13 +203,16 @@ class SegmentWidget(JobPanel, Container):
                 like=layer,
             )
         if self.out_inst.value and res.instances is not None:
-            put_layer(
+            inst = put_layer(
                 self.viewer,
                 f"{name} instances",
                 embed_plane(res.instances, layer, index),
                 "labels",
                 like=layer,
             )
+            if res.objects is not None:
+                # Per-object score and box, shown by napari for the label under the cursor.
+                inst.features = {"index": res.objects["label"], **res.objects}
         if self.out_prob.value:
             prob = np.stack([embed_plane(p, layer, index) for p in res.probabilities])
             pkw = layer_kwargs(layer)

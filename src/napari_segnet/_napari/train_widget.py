@@ -43,7 +43,9 @@ class TrainWidget(JobPanel, Container):
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         self.labels = create_widget(annotation="napari.layers.Labels", label="labels")
         self.target = ComboBox(label="labels are", choices=["instances", "semantic", "scribbles"])
-        self.arch = ComboBox(label="architecture", choices=["unet", "deconvnet", "dilated"])
+        self.arch = ComboBox(
+            label="architecture", choices=["unet", "deconvnet", "dilated", "maskrcnn"]
+        )
         self.net_depth = SpinBox(label="depth", min=1, max=6, value=3)
         self.net_width = SpinBox(label="width", min=4, max=128, value=16)
         # Instances of 1-channel 2D images: fine-tune the bundled nuclei model (see train).
@@ -123,7 +125,11 @@ class TrainWidget(JobPanel, Container):
             # Depth and width come from the bundled model where it applies; otherwise
             # train's "auto" falls back to a fresh network with the defaults.
             kwargs.update(pretrained="auto", model_options=None)
-        preview = self.preview.value
+        if self.arch.value == "maskrcnn":
+            # A detector has no depth; its anchors follow the labels' object size.
+            kwargs["model_options"] = {"width": self.net_width.value}
+        # The preview shows pixel classes, which a detector does not predict.
+        preview = self.preview.value and self.arch.value != "maskrcnn"
         index = current_index(self.viewer, img_layer)
         plane = image[index] if index else image
         plane_axes = "YX" + ("C" if img_layer.rgb else "")

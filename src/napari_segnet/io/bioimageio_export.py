@@ -263,6 +263,12 @@ def export_bioimageio(
             f"load_model), not {type(model).__name__}; a model loaded from another "
             "bioimage.io package is shared as that package"
         )
+    if model.arch == "maskrcnn":
+        # bioimage.io describes tensors in and out; a detector returns boxes and masks.
+        raise SegNetError(
+            "export_bioimageio takes pixel-wise networks; a Mask R-CNN model is shared as "
+            "its .segnet file (save_model)"
+        )
     unknown = sorted(set(weights) - set(WEIGHT_FORMATS)) or ([] if weights else ["none given"])
     if unknown:
         raise SegNetError(f"unknown weight format(s) {unknown}; use some of {WEIGHT_FORMATS}")

@@ -12,10 +12,20 @@ import ast
 import inspect
 from types import ModuleType
 
-from ..models import base, deconvnet, dilated, layers, registry, unet
+from ..models import base, deconvnet, detection_ops, dilated, layers, maskrcnn, registry, rpn, unet
 
 # In dependency order: each module only uses names from those before it.
-_MODULES: tuple[ModuleType, ...] = (layers, base, unet, deconvnet, dilated, registry)
+_MODULES: tuple[ModuleType, ...] = (
+    layers,
+    base,
+    unet,
+    deconvnet,
+    dilated,
+    detection_ops,
+    rpn,
+    maskrcnn,
+    registry,
+)
 
 CALLABLE = "build_model"
 FILE_NAME = "napari_segnet_architecture.py"

@@ -9,6 +9,7 @@ from .base import SegNet
 from .deconvnet import DeConvNet
 from .dilated import OUTPUT_STRIDES, DilatedNet
 from .layers import NORMS
+from .maskrcnn import MaskRCNN
 from .unet import UPSAMPLING, UNet
 
 # Each architecture: its class and the defaults of every option it takes.
@@ -39,6 +40,17 @@ ARCHITECTURES: dict[str, tuple[type[SegNet], dict[str, Any]]] = {
             "pool_size": 128,
             "norm": "batch",
             "dropout": 0.0,
+        },
+    ),
+    "maskrcnn": (
+        MaskRCNN,
+        {
+            "width": 16,
+            "fpn_width": 32,
+            "diameter": 16.0,
+            "max_diameter": None,
+            "score_threshold": 0.5,
+            "nms_threshold": 0.5,
         },
     ),
 }
@@ -78,10 +90,36 @@ def _check(arch: str, dims: int, in_channels: int, n_classes: int, opts: dict[st
             raise ModelConfigError(
                 f"output_stride {stride} does not fit; with depth {depth} use one of {allowed}"
             )
+    if arch == "maskrcnn":
+        _check_maskrcnn(dims, n_classes, opts)
     if not 0.0 <= float(opts.get("dropout", 0.0)) < 1.0:
         raise ModelConfigError(
             f"dropout must be in [0, 1), not {opts.get('dropout')!r}: 0 turns it off"
         )
+
+
+def _check_maskrcnn(dims: int, n_classes: int, opts: dict[str, Any]) -> None:
+    if dims != 2:
+        raise ModelConfigError(
+            f"maskrcnn is a 2D detector, dims must be 2, not {dims!r}: segment volumes "
+            "slice by slice, or use a 3D 'unet' for instances"
+        )
+    if int(opts["fpn_width"]) < 1:
+        raise ModelConfigError(f"fpn_width must be at least 1, not {opts['fpn_width']!r}")
+    diameter = opts["diameter"]
+    if not isinstance(diameter, (int, float)) or not 2 <= float(diameter) <= 1024:
+        raise ModelConfigError(f"diameter must be a number from 2 to 1024 pixels, not {diameter!r}")
+    largest = opts["max_diameter"]
+    if largest is not None and (
+        not isinstance(largest, (int, float)) or not float(diameter) <= float(largest) <= 4096
+    ):
+        raise ModelConfigError(
+            f"max_diameter must be None or a number from diameter ({diameter}) to 4096, "
+            f"not {largest!r}"
+        )
+    for key in ("score_threshold", "nms_threshold"):
+        if not isinstance(opts[key], (int, float)) or not 0.0 < float(opts[key]) < 1.0:
+            raise ModelConfigError(f"{key} must be a number in (0, 1), not {opts[key]!r}")
 
 
 def build_model(
@@ -97,7 +135,8 @@ def build_model(
     Parameters
     ----------
     arch : str
-        ``"unet"``, ``"deconvnet"`` or ``"dilated"``.
+        ``"unet"``, ``"deconvnet"``, ``"dilated"`` or ``"maskrcnn"`` (2D instance
+        detection: boxes, then a mask per box; ``n_classes`` counts background).
     dims : int
         2 for images, 3 for volumes.
     in_channels : int

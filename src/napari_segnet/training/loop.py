@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..engine.devices import resolve_device
+from ..errors import SegNetError
 from ..models import SegNet
 from .augment import Augmentation
 from .checkpoint import load_checkpoint
@@ -83,6 +84,11 @@ def train(
     model : str or SegNet
         An architecture name (``"unet"``, ``"deconvnet"``, ``"dilated"``) to build, or
         a model to fine-tune (a copy is trained; its classes and normalisation are kept).
+        ``"maskrcnn"`` (or a Mask R-CNN model) trains a box-then-mask detector from
+        instance labels with
+        :func:`~napari_segnet.training.detection.train_maskrcnn`; options that belong
+        to the pixel-wise loss (``w0``, ``sigma``, ``augmentation``, ...) must keep their
+        defaults then.
     target : str
         ``"instances"``: instance ids become background / interior / boundary and the
         loss is weighted by :func:`boundary_weight_map` (``w0``, ``sigma``).
@@ -168,6 +174,8 @@ def train(
         (:func:`~napari_segnet.training.thresholds.tune_instance_options`), which
         ``segment`` then uses.
     """
+    if model == "maskrcnn" or (isinstance(model, SegNet) and model.arch == "maskrcnn"):
+        return _train_detector(locals())
     start_time = time.perf_counter()  # max_time counts from the call, preparation included
     options = TrainOptions(
         target=target,
@@ -253,3 +261,56 @@ def train(
         tuned=tuned,
     )
     return net
+
+
+# ``train`` options that a Mask R-CNN run takes, and the defaults of those it does not.
+_DETECTOR_OPTIONS = (
+    "model",
+    "epochs",
+    "max_time",
+    "steps_per_epoch",
+    "batch_size",
+    "patch_size",
+    "lr",
+    "weight_decay",
+    "validation",
+    "patience",
+    "axes",
+    "model_options",
+    "device",
+    "seed",
+    "progress",
+    "cancel",
+    "checkpoint",
+    "checkpoint_every",
+)
+_DETECTOR_FIXED = {
+    "target": "instances",
+    "w0": 10.0,
+    "sigma": 5.0,
+    "dims": 2,
+    "optimizer": "adamw",
+    "augmentation": None,
+    "spacing": None,
+    "class_names": None,
+    "diameter": None,
+    "resume": None,
+    "workers": 0,
+}
+
+
+def _train_detector(args: dict[str, Any]) -> SegNet:
+    """``train`` for Mask R-CNN: the options it shares, the others at their defaults."""
+    from .detection import train_maskrcnn
+
+    changed = [k for k, v in _DETECTOR_FIXED.items() if args[k] != v]
+    if changed:
+        raise SegNetError(
+            f"Mask R-CNN training does not take {changed}: leave them at their defaults "
+            f"(target must be 'instances')"
+        )
+    inputs = resolve_inputs(args["images"], args["labels"], args["axes"])
+    images, labels = read_annotations(inputs.images, inputs.labels, "instances")
+    kwargs = {k: args[k] for k in _DETECTOR_OPTIONS}
+    kwargs["axes"] = inputs.axes
+    return train_maskrcnn(images, labels, **kwargs)
