@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from magicgui.widgets import Label
+from magicgui.widgets import FileEdit, Label
 from magicgui.widgets.bases import ButtonWidget, ValueWidget
 
 import napari_segnet as ns
@@ -50,7 +50,11 @@ def _shown(widget) -> bool:
 
 
 def _fields(panel):
-    return [w for w in panel if isinstance(w, (ValueWidget, ButtonWidget)) and type(w) is not Label]
+    return [
+        w
+        for w in panel
+        if isinstance(w, (ValueWidget, ButtonWidget, FileEdit)) and type(w) is not Label
+    ]
 
 
 def test_panels_dock_with_a_tooltip_on_every_field_and_docs_name_real_fields(make_napari_viewer):
