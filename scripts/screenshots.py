@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import napari
-import numpy as np
 from qtpy.QtWidgets import QApplication
+
+import napari_segnet as ns
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 
@@ -31,40 +32,37 @@ def wait(widget, timeout: float = 600) -> None:
     settle(0.5)
 
 
-def segment_real(viewer) -> None:
-    """The Segment panel on the real samples: fluorescence (nuclei) and H&E (nuclei_he)."""
-    for sample, layer, out in (
-        ("real_fluorescence", "nuclei (DSB2018 fluorescence)", "segment.png"),
-        ("real_he", "H&E tissue (DSB2018)", "segment_he.png"),
-    ):
-        viewer.window.remove_dock_widget("all")
-        viewer.layers.clear()
-        viewer.open_sample("napari-segnet", sample)
-        for lay in viewer.layers:
-            lay.visible = lay.name == layer
-        _, seg = viewer.window.add_plugin_dock_widget("napari-segnet", "Segment")
-        seg.image.value = viewer.layers[layer]  # the panel picks nuclei or nuclei_he
-        seg.run()
-        wait(seg)
-        viewer.reset_view()
-        settle(0.5)
-        viewer.screenshot(str(OUT / out), canvas_only=False)
-
-
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1800, 1000)
 
-    segment_real(viewer)
+    # Segment: the bundled model on a real fluorescence image, probabilities too.
+    image, _ = ns.data.real_nuclei("fluorescence")
+    viewer.add_image(image, name="nuclei (DSB2018)")
+    _, seg = viewer.window.add_plugin_dock_widget("napari-segnet", "Segment")
+    seg.image.value = viewer.layers["nuclei (DSB2018)"]
+    seg.out_prob.value = True
+    seg.run()
+    wait(seg)
+    viewer.layers["nuclei (DSB2018) · nuclei · semantic"].visible = False
+    viewer.screenshot(str(OUT / "segment.png"), canvas_only=False)
+
+    # CRF refine of that run's probabilities (the panel proposes image and mode).
+    viewer.window.remove_dock_widget("all")
+    _, crf = viewer.window.add_plugin_dock_widget("napari-segnet", "CRF refine")
+    crf.run()
+    wait(crf)
+    for lay in viewer.layers:
+        lay.visible = lay.name in ("nuclei (DSB2018)", "nuclei (DSB2018) · nuclei CRF · semantic")
+    viewer.screenshot(str(OUT / "crf.png"), canvas_only=False)
 
     # Boundary weight map of the ground truth.
     viewer.window.remove_dock_widget("all")
     viewer.layers.clear()
     viewer.open_sample("napari-segnet", "nuclei")
     _, wm = viewer.window.add_plugin_dock_widget("napari-segnet", "Boundary weight map")
-    wm.labels.value = viewer.layers["nuclei ground truth"]
-    wm.refresh()
+    wm.labels.value = viewer.layers["nuclei ground truth"]  # the preview shows at once
     settle(3)
     viewer.layers["nuclei ground truth"].visible = False
     viewer.screenshot(str(OUT / "weight_map.png"), canvas_only=False)
@@ -76,35 +74,10 @@ def main() -> None:
     _, tr = viewer.window.add_plugin_dock_widget("napari-segnet", "Train")
     tr.image.value = viewer.layers["nuclei (scribbles)"]
     tr.labels.value = viewer.layers["scribbles"]
-    tr.target.value = "scribbles"
     tr.epochs.value = 6
     tr.start()
     wait(tr)
     viewer.screenshot(str(OUT / "train.png"), canvas_only=False)
-
-    # CRF refine on an RGB image and coarse probabilities.
-    viewer.window.remove_dock_widget("all")
-    viewer.layers.clear()
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:256, :320]
-    gt = ((yy - 128) ** 2 + (xx - 120) ** 2 < 70**2).astype(int) + 2 * (xx > 230)
-    colours = np.array([[40, 40, 40], [220, 80, 60], [70, 90, 220]])
-    img = np.clip(colours[gt] + rng.normal(0, 15, (256, 320, 3)), 0, 255).astype(np.uint8)
-    from scipy import ndimage as ndi
-
-    coarse = np.stack([ndi.gaussian_filter((gt == k).astype(float), 8) for k in range(3)])
-    coarse = (coarse + rng.uniform(0, 0.5, coarse.shape)).astype(np.float32)
-    coarse /= coarse.sum(0, keepdims=True)
-    viewer.add_image(img, name="photo", rgb=True)
-    viewer.add_image(coarse, name="coarse probabilities", visible=False)
-    _, crf = viewer.window.add_plugin_dock_widget("napari-segnet", "CRF refine")
-    crf.image.value = viewer.layers["photo"]
-    crf.prob.value = viewer.layers["coarse probabilities"]
-    crf.run()
-    settle(8)
-    if "coarse probabilities CRF" in viewer.layers:
-        viewer.layers["coarse probabilities CRF"].visible = False
-    viewer.screenshot(str(OUT / "crf.png"), canvas_only=False)
 
     # The 3D sample.
     viewer.window.remove_dock_widget("all")

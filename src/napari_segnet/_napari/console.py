@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from ..segment import SegmentResult, segment
-from .layers import layer_axes, layer_data, put_layer
+from .layers import layer_axes, layer_data
+from .results import ResultWriter
 
 
 def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
-    """Segment a layer and add the results as layers, like the Segment widget.
+    """Segment a layer and add the results as layers, named as the Segment panel names them.
 
     Parameters
     ----------
@@ -18,12 +19,13 @@ def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
     model : SegNet or str
         A model, or a bundled model name / file path for :func:`load_model`.
     **kwargs
-        Passed to :func:`napari_segnet.segment` (tile_size, diameter, crf, ...).
+        Passed to :func:`napari_segnet.segment` (axes, tile_size, diameter, crf, ...).
 
     Returns
     -------
     SegmentResult
-        Also added to the viewer as ``"<layer> semantic"`` and ``"<layer> instances"``.
+        Also added to the viewer as ``"<layer> · <model> · semantic"`` and
+        ``"<layer> · <model> · instances"`` (``<model>`` is the model's own name).
     """
     from ..io.bundled import load_model
     from ..models import SegNet
@@ -31,11 +33,14 @@ def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
     if isinstance(layer, str):
         layer = viewer.layers[layer]
     if not isinstance(model, SegNet):
+        given = str(model)
         model = load_model(model)
+        model.meta.setdefault("name", given)
     kwargs.setdefault("axes", layer_axes(layer))
-    data = layer_data(layer)
-    res = segment(data, model, **kwargs)
-    put_layer(viewer, f"{layer.name} semantic", res.semantic, "labels", like=layer)
+    res = segment(layer_data(layer), model, **kwargs)
+    name = str(model.meta.get("name") or "model")
+    writer = ResultWriter(viewer, layer, name, kwargs["axes"], {}, model.metadata)
+    writer.put("semantic", res.semantic)
     if res.instances is not None:
-        put_layer(viewer, f"{layer.name} instances", res.instances, "labels", like=layer)
+        writer.put("instances", res.instances)
     return res

@@ -14,67 +14,136 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
+from napari.utils.notifications import show_warning
 
 from ..engine import predict
 from ..engine.devices import available_devices
 from ..errors import SegNetError
 from ..io.model_files import save_model
 from ..training import train
-from ._common import JobPanel, add_session_model, report
+from ..training.kinds import guess_target, target_warning
+from ._common import add_session_model, report
+from .jobs import JobPanel, duration_text
 from .layers import as_array, current_index, embed_plane, layer_axes, put_layer
 from .plot import CurvePlot
 
-PROGRESS_STEPS = 1000  # the progress bar counts thousandths of the training
+# Fewer optimisation steps than this rarely make a useful model from scratch.
+FEW_STEPS = 50
+# Budgets under this many minutes are warned about: a few steps only.
+SHORT_BUDGET = 2.0
 
 
 class TrainWidget(JobPanel, Container):
     """Train a network on an image layer and a labels layer (dense, instances or scribbles).
 
-    Stop keeps the best model so far. The trained model is offered by every Segment
-    widget of this session and can be saved to a ``.segnet`` file.
+    The label kind is proposed from the labels layer, with a note when the one chosen
+    looks wrong. Stop keeps the best model so far. The trained model is offered by
+    every Segment widget of this session and can be saved to a ``.segnet`` file.
     """
 
+    run_text = "Train"
+    cancel_text = "Stop (keep best)"
     cancelling_text = "stopping (keeping the best model)..."
-    stopped_text = None  # a failed run leaves the last epoch's line
 
     def __init__(self, napari_viewer):
         super().__init__(labels=True)
         self.viewer = napari_viewer
-        self.image = create_widget(annotation="napari.layers.Image", label="image")
-        self.labels = create_widget(annotation="napari.layers.Labels", label="labels")
-        self.target = ComboBox(label="labels are", choices=["instances", "semantic", "scribbles"])
-        self.arch = ComboBox(
-            label="architecture", choices=["unet", "deconvnet", "dilated", "maskrcnn"]
+        self.image = create_widget(
+            annotation="napari.layers.Image",
+            label="image",
+            options={"tooltip": "The image the labels annotate (grey or RGB, 2D or a stack)."},
         )
-        self.net_depth = SpinBox(label="depth", min=1, max=6, value=3)
-        self.net_width = SpinBox(label="width", min=4, max=128, value=16)
-        # Instances of 1-channel 2D images: fine-tune the bundled nuclei model (see train).
-        self.pretrained = CheckBox(text="start from the bundled nuclei model", value=True)
-        self.epochs = SpinBox(label="epochs (0 = time budget)", min=0, max=10000, value=0)
-        self.minutes = FloatSpinBox(label="time budget (min)", min=0.1, max=1440, value=4.0)
-        self.device = ComboBox(label="device", choices=["auto", *available_devices()])
-        self.preview = CheckBox(text="live preview on the current slice", value=True)
-        self.run_btn = PushButton(text="Train")
-        self.cancel_btn = PushButton(text="Stop (keep best)", enabled=False)
-        self.status = Label(value="")
-        self.save_path = FileEdit(label="save as", mode="w", filter="*.segnet")
-        self.save_btn = PushButton(text="Save model", enabled=False)
+        self.labels = create_widget(
+            annotation="napari.layers.Labels",
+            label="labels",
+            options={"tooltip": "Annotations of the same size as the image."},
+        )
+        self.target = ComboBox(
+            label="labels are",
+            choices=["instances", "semantic", "scribbles"],
+            tooltip="instances: one id per object (0 = background); semantic: class ids "
+            "(0 = background, a few classes); scribbles: a few painted strokes, 1 = "
+            "background, 2.. = classes, unpainted pixels ignored. Proposed from the layer.",
+        )
+        self.note = Label(value="", label="note")
+        self.arch = ComboBox(
+            label="architecture",
+            choices=["unet", "deconvnet", "dilated"],
+            tooltip="unet: the default; deconvnet: encoder-decoder; dilated: no downsampling, "
+            "sharp borders, slower.",
+        )
+        self.net_depth = SpinBox(
+            label="depth",
+            min=1,
+            max=6,
+            value=3,
+            tooltip="Levels of the network (1 to 6); deeper sees more context.",
+        )
+        self.net_width = SpinBox(
+            label="width",
+            min=4,
+            max=128,
+            value=16,
+            tooltip="Feature channels of the first level (4 to 128); wider learns more, slower.",
+        )
+        self.pretrained = CheckBox(
+            text="start from the bundled nuclei model",
+            value=True,
+            tooltip="Fine-tune the bundled nuclei weights (UNet, instances of a grey 2D "
+            "image only): good models from minutes of training. Depth and width then "
+            "come from the bundled model.",
+        )
+        self.epochs = SpinBox(
+            label="epochs",
+            min=0,
+            max=10000,
+            value=0,
+            tooltip="Passes over the training patches (1 to 10000); 0 trains for the time "
+            "budget instead.",
+        )
+        self.minutes = FloatSpinBox(
+            label="time budget (min)",
+            min=0.5,
+            max=1440,
+            value=4.0,
+            tooltip="Minutes the whole run may take (0.5 to 1440), preparation included; "
+            "a few minutes are enough to fine-tune, tens to train from scratch.",
+        )
+        self.device = ComboBox(
+            label="device",
+            choices=["auto", *available_devices()],
+            tooltip="Where training runs; auto takes a GPU when there is one.",
+        )
+        self.preview = CheckBox(
+            text="live preview on the slice on screen",
+            value=True,
+            tooltip="After every epoch, segment the slice you are looking at into a "
+            "'preview' labels layer.",
+        )
+        self.save_path = FileEdit(
+            label="save as",
+            mode="w",
+            filter="*.segnet",
+            tooltip="Where Save model writes the trained model (.segnet).",
+        )
+        self.save_btn = PushButton(
+            text="Save model", enabled=False, tooltip="Write the trained model to the file."
+        )
         self.extend(
             [
                 self.image,
                 self.labels,
                 self.target,
+                self.note,
                 self.arch,
+                self.pretrained,
                 self.net_depth,
                 self.net_width,
-                self.pretrained,
                 self.epochs,
                 self.minutes,
                 self.device,
                 self.preview,
-                self.run_btn,
-                self.cancel_btn,
-                self.status,
+                *self.job_controls,
                 self.save_path,
                 self.save_btn,
             ]
@@ -84,9 +153,48 @@ class TrainWidget(JobPanel, Container):
         self.run_btn.changed.connect(self.start)
         self.cancel_btn.changed.connect(self.stop)
         self.save_btn.changed.connect(self.save)
+        self.labels.changed.connect(self._labels_changed)
+        for w in (self.image, self.target, self.arch, self.pretrained, self.epochs):
+            w.changed.connect(self._update_options)
+        self.minutes.changed.connect(self._update_options)
         self.trained = None
         self.trained_name = None
+        self._labels_changed(self.labels.value)
 
+    # ---------------------------------------------------------------- UI state
+    def _labels_changed(self, layer) -> None:
+        """Propose the label kind the layer looks like."""
+        if layer is not None:
+            self.target.value = guess_target(np.asarray(as_array(layer.data)))
+        self._update_options()
+
+    def _pretrained_applies(self) -> bool:
+        img = self.image.value
+        grey_2d = img is not None and not img.rgb
+        return self.arch.value == "unet" and self.target.value == "instances" and grey_2d
+
+    def _update_options(self, *_) -> None:
+        """Disable what does not apply; say what looks wrong."""
+        applies = self._pretrained_applies()
+        self.pretrained.enabled = applies
+        from_bundled = applies and self.pretrained.value
+        self.net_depth.enabled = self.net_width.enabled = not from_bundled
+        self.minutes.enabled = self.epochs.value == 0
+        notes = []
+        layer = self.labels.value
+        if layer is not None:
+            warning = target_warning(np.asarray(as_array(layer.data)), self.target.value)
+            if warning:
+                notes.append(warning)
+        if self.epochs.value == 0 and self.minutes.value < SHORT_BUDGET and not from_bundled:
+            notes.append(
+                f"{self.minutes.value:g} min trains a new network for a few steps only: "
+                "expect a poor model; give 10 minutes or more"
+            )
+        self.note.value = "\n".join(notes)
+        self.note.visible = bool(notes)
+
+    # ---------------------------------------------------------------- running
     def _inputs(self):
         img_layer, lab_layer = self.image.value, self.labels.value
         if img_layer is None or lab_layer is None:
@@ -111,6 +219,8 @@ class TrainWidget(JobPanel, Container):
         except SegNetError as e:
             report(e)
             return
+        if self.note.value:
+            show_warning(f"napari-segnet: {self.note.value}")
         kwargs = {
             "model": self.arch.value,
             "target": self.target.value,
@@ -121,19 +231,14 @@ class TrainWidget(JobPanel, Container):
             "model_options": {"depth": self.net_depth.value, "width": self.net_width.value},
             "pretrained": None,
         }
-        if self.pretrained.value and self.arch.value == "unet":
-            # Depth and width come from the bundled model where it applies; otherwise
-            # train's "auto" falls back to a fresh network with the defaults.
+        if self.pretrained.value and self._pretrained_applies():
             kwargs.update(pretrained="auto", model_options=None)
-        if self.arch.value == "maskrcnn":
-            # A detector has no depth; its anchors follow the labels' object size.
-            kwargs["model_options"] = {"width": self.net_width.value}
-        # The preview shows pixel classes, which a detector does not predict.
-        preview = self.preview.value and self.arch.value != "maskrcnn"
+        preview = self.preview.value
         index = current_index(self.viewer, img_layer)
         plane = image[index] if index else image
         plane_axes = "YX" + ("C" if img_layer.rgb else "")
         device = self.device.value
+        budget = kwargs["max_time"]
         self.plot.clear()
 
         def run(emit, cancel):
@@ -143,7 +248,7 @@ class TrainWidget(JobPanel, Container):
                     try:
                         prob = predict(plane, update.model, axes=plane_axes, device=device)
                         item["preview"] = prob.argmax(0).astype(np.uint8)
-                    except Exception:
+                    except Exception:  # a preview must never stop training
                         pass
                 emit(item)
 
@@ -152,40 +257,52 @@ class TrainWidget(JobPanel, Container):
         self._start(
             run,
             "Training",
-            lambda m: self._done(m, img_layer),
-            running="training...",
-            on_yield=lambda item: self._on_update(item, img_layer, index),
-            total=PROGRESS_STEPS,
+            lambda m: self._done(m, img_layer, budget),
+            running="training",
+            on_yield=lambda item: self._on_update(item, img_layer, index, budget),
+            total=int(budget) if budget else 0,
+            unit="s" if budget else "steps",
         )
 
-    def _on_update(self, item, layer, index):
-        """One training report: the plot, the status line and the preview layer."""
+    def _on_update(self, item, layer, index, budget):
+        """One training report: the plot, the preview layer and the progress counts."""
         u = item["update"]
         if u.kind == "epoch":
             self.plot.add(u.loss, u.score)
-            score = "" if u.score is None else f", validation {u.score:.3f}"
-            self.status.value = f"epoch {u.epoch}: loss {u.loss:.3f}{score}"
             if "preview" in item:
                 put_layer(
                     self.viewer,
-                    f"{layer.name} preview",
+                    f"{layer.name} · training preview",
                     embed_plane(item["preview"], layer, index, dtype=np.uint8),
                     "labels",
                     like=layer,
                     opacity=0.5,
                 )
-        return int(PROGRESS_STEPS * u.fraction), PROGRESS_STEPS
+        if budget:  # bounded by time: the bars count seconds
+            return min(int(u.elapsed), int(budget)), int(budget)
+        total = round(u.step / u.fraction) if u.fraction > 0 else 0
+        return u.step, max(total, u.step)
 
-    def _done(self, model, layer):
+    def _done(self, model, layer, budget):
         self.trained = model
         meta = model.metadata
-        self.trained_name = add_session_model(f"{layer.name} ({meta.target})", model)
-        self.save_btn.enabled = True
         t = meta.training
-        self.status.value = (
-            f"done: {t['steps']} steps in {t['seconds']:.0f} s; "
-            f"'{self.trained_name}' is now in Segment"
+        name = f"{self.arch.value}-{meta.target}"  # short: it goes into layer names
+        model.meta["description"] = (
+            f"{self.arch.value} trained in this session on '{layer.name}' "
+            f"({meta.target}, {t['steps']} steps)"
         )
+        self.trained_name = add_session_model(name, model)
+        self.save_btn.enabled = True
+        text = f"done: {t['steps']} steps in {duration_text(t['seconds'])}"
+        if t.get("best_score") is not None:
+            text += f", validation score {t['best_score']:.2f}"
+        text += f"\n'{self.trained_name}' is now in Segment"
+        if t["steps"] < FEW_STEPS and not t.get("fine_tuned_from"):
+            text += f"\nonly {t['steps']} steps: likely undertrained, give it more time"
+        if budget and t["seconds"] > 1.1 * budget:
+            text += f"\ntook {duration_text(t['seconds'])} for a {duration_text(budget)} budget"
+        self.status.value = text
 
     def stop(self, *_):
         """Stop training; the best model so far is kept (and shown as the result)."""
