@@ -107,5 +107,7 @@ def check_writable(folder: Path) -> None:
     probe = folder
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise SegNetError(f"cannot write to {folder}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK):
         raise SegNetError(f"cannot write to {folder}: {probe} is read-only")

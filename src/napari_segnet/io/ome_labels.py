@@ -32,9 +32,6 @@ _PALETTE = (
     (70, 240, 240),
     (240, 50, 230),
 )
-# The smallest Y/X edge a downsampled level keeps, and the most levels written.
-_MIN_EDGE = 32
-_MAX_LEVELS = 5
 
 
 @dataclass(frozen=True)
@@ -51,8 +48,8 @@ class LabelsLayout:
         Level 0 pixel size and position (those of the image level segmented).
     units : tuple
         Unit per axis, or None.
-    n_levels : int
-        Levels of the pyramid (each halves Y and X).
+    factors : tuple of tuple of int
+        Per level, the step along each axis from level 0 (level 0: all 1).
     """
 
     axes: str
@@ -61,24 +58,44 @@ class LabelsLayout:
     scale: tuple[float, ...]
     translation: tuple[float, ...]
     units: tuple
-    n_levels: int
+    factors: tuple[tuple[int, ...], ...]
 
     @classmethod
     def of(cls, image: OmeImage, block: dict[str, int]) -> LabelsLayout:
-        """The labels of ``image`` with spatial chunks ``block`` (axis letter -> edge)."""
+        """The labels of ``image`` with spatial chunks ``block`` (axis letter -> edge).
+
+        As many levels as the image has (the NGFF validators ask for it). Labels of
+        the full resolution follow the image's own downsampling; labels of a lower
+        level halve Y and X per level.
+        """
         shape = tuple(1 if a == "C" else int(s) for a, s in zip(image.axes, image.data.shape))
         chunks = tuple(min(block.get(a, 1), s) for a, s in zip(image.axes, shape))
-        yx = [s for a, s in zip(image.axes, shape) if a in "YX"]
-        n = 1
-        while n < _MAX_LEVELS and min(yx) // 2**n >= _MIN_EDGE:
-            n += 1
-        return cls(image.axes, shape, chunks, image.scale, image.translation, image.units, n)
+        factors = []
+        for k, lshape in enumerate(image.level_shapes):
+            if image.level == 0:
+                f = [max(1, round(s0 / s)) for s0, s in zip(image.level_shapes[0], lshape)]
+            else:
+                f = [2**k if a in "YX" else 1 for a in image.axes]
+            factors.append(tuple(1 if a == "C" else int(v) for a, v in zip(image.axes, f)))
+        return cls(
+            image.axes,
+            shape,
+            chunks,
+            image.scale,
+            image.translation,
+            image.units,
+            tuple(factors),
+        )
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.factors)
 
     def level_shape(self, k: int) -> tuple[int, ...]:
-        return tuple(-(-s // 2**k) if a in "YX" else s for a, s in zip(self.axes, self.shape))
+        return tuple(-(-s // f) for s, f in zip(self.shape, self.factors[k]))
 
     def level_scale(self, k: int) -> list[float]:
-        return [s * 2**k if a in "YX" else s for a, s in zip(self.axes, self.scale)]
+        return [s * f for s, f in zip(self.scale, self.factors[k])]
 
     def ngff_axes(self) -> list[dict]:
         out = []
@@ -172,16 +189,21 @@ def _dim_names(group, layout: LabelsLayout) -> dict:
 
 
 def fill_pyramid(group, layout: LabelsLayout) -> None:
-    """Levels 1.. from level 0: every second Y and X pixel (nearest), chunk by chunk."""
+    """Levels 1.. by nearest neighbour (every n-th pixel), chunk by chunk.
+
+    Each level is read from the previous one when its step divides evenly (memory:
+    a few chunks), else from level 0.
+    """
     for k in range(1, layout.n_levels):
-        src, dst = group[str(k - 1)], group[str(k)]
+        prev = k - 1
+        if any(f % p for f, p in zip(layout.factors[k], layout.factors[prev])):
+            prev = 0
+        step = [f // p for f, p in zip(layout.factors[k], layout.factors[prev])]
+        src, dst = group[str(prev)], group[str(k)]
         grid = [range(0, s, c) for s, c in zip(dst.shape, dst.chunks)]
         for lo in itertools.product(*grid):
             hi = [min(a + c, s) for a, c, s in zip(lo, dst.chunks, dst.shape)]
-            read = tuple(
-                slice(2 * a, 2 * b, 2) if ax in "YX" else slice(a, b)
-                for ax, a, b in zip(layout.axes, lo, hi)
-            )
+            read = tuple(slice(a * f, b * f, f) for a, b, f in zip(lo, hi, step))
             dst[tuple(slice(a, b) for a, b in zip(lo, hi))] = src[read]
 
 
@@ -199,7 +221,7 @@ def publish_label(
     ``classes`` (names of class ids 0, 1, ...) gives each non-background class a colour
     and a ``class`` property.
     """
-    from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
+    from ome_zarr.writer import add_metadata, write_label_metadata, write_multiscales_metadata
 
     fmt = ngff_format(version)
     group = root["labels"][name]
@@ -216,7 +238,8 @@ def publish_label(
     write_multiscales_metadata(group, datasets, fmt=fmt, axes=layout.ngff_axes(), name=name)
     colors = properties = None
     if classes is not None:
-        colors = [
+        # Background transparent; the validators want a colour for every property.
+        colors = [{"label-value": 0, "rgba": [0, 0, 0, 0]}] + [
             {"label-value": i, "rgba": [*_PALETTE[(i - 1) % len(_PALETTE)], 255]}
             for i in range(1, len(classes))
         ]
@@ -228,7 +251,11 @@ def publish_label(
     write_label_metadata(
         root["labels"], name, colors=colors, properties=properties, fmt=fmt, **extra
     )
-    group.attrs[COMPLETE_ATTR] = True
+    if fmt.zarr_format == 3:
+        # NGFF 0.5 puts the version in every OME group's metadata, ``labels`` too.
+        add_metadata(root["labels"], {"version": fmt.version}, fmt=fmt)
+    # A fresh handle: the one above holds the attributes from before image-label.
+    root["labels"][name].attrs[COMPLETE_ATTR] = True
 
 
 def _set_label_list(root, names: list[str]) -> None:

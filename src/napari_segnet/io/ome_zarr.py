@@ -34,8 +34,8 @@ class OmeImage:
         Physical position of this level's first pixel.
     units : tuple of str or None
         Unit per axis as the metadata gives it.
-    n_levels : int
-        Number of resolution levels in the image.
+    level_shapes : tuple of tuple of int
+        The shape of every resolution level.
     version : str
         The NGFF version of the metadata (``"0.4"``, ``"0.5"``).
     """
@@ -48,8 +48,13 @@ class OmeImage:
     scale: tuple[float, ...]
     translation: tuple[float, ...]
     units: tuple[str | None, ...]
-    n_levels: int
+    level_shapes: tuple[tuple[int, ...], ...]
     version: str
+
+    @property
+    def n_levels(self) -> int:
+        """Number of resolution levels in the image."""
+        return len(self.level_shapes)
 
     @property
     def spatial_scale(self) -> dict[str, float]:
@@ -140,7 +145,7 @@ def read_ome_zarr(path: str | os.PathLike, level: int = 0) -> OmeImage:
         scale=scale,
         translation=translation,
         units=units or (None,) * ndim,
-        n_levels=n_levels,
+        level_shapes=tuple(tuple(int(n) for n in d.shape) for d in node.data),
         version=str(loc.fmt.version),
     )
 
