@@ -18,6 +18,7 @@ from napari_segnet.io.ome_labels import label_names
 from napari_segnet.io.zarr_output import COMPLETE_ATTR
 
 pytest.importorskip("ome_zarr")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def write_ome_image(
@@ -73,7 +74,7 @@ def nuclei():
 
 @pytest.fixture(scope="module")
 def image2d():
-    img, _ = ns.data.synthetic_nuclei((256, 224), seed=3)
+    img, _ = ns.data.synthetic_nuclei((224, 192), seed=3)
     return img
 
 
@@ -83,7 +84,7 @@ def reference(image2d, nuclei):
 
 
 def test_read_levels_axes_scale_lazily(tmp_path, image2d):
-    vol = np.stack([image2d[:, :200]] * 4)
+    vol = np.stack([image2d[:, :180]] * 4)
     p = write_ome_image(
         tmp_path / "v.ome.zarr", vol, "zyx", {"z": 2.0, "y": 0.5, "x": 0.5}, chunks=(1, 64, 64)
     )
@@ -93,7 +94,7 @@ def test_read_levels_axes_scale_lazily(tmp_path, image2d):
     assert hasattr(im.data, "dask") and im.data.shape == vol.shape  # lazy
     np.testing.assert_array_equal(np.asarray(im.data), vol)
     low = ns.read_ome_zarr(p, level=1)
-    assert low.data.shape == (4, 128, 100) and low.scale == (2.0, 1.0, 1.0)
+    assert low.data.shape == (4, 112, 90) and low.scale == (2.0, 1.0, 1.0)
     with pytest.raises(ns.SegNetError, match="level must be"):
         ns.read_ome_zarr(p, level=2)
     plain = tmp_path / "plain.zarr"
@@ -203,14 +204,18 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, image2d, nuclei)
         ns.segment_ome_zarr(p, nuclei, killed, block_size=128, label_halo=32)
 
 
-def test_volume_with_channel_axis_keeps_scale(tmp_path):
-    model = ns.build_model("unet", n_classes=3, dims=3, depth=2, width=4).eval()
-    model.meta["target"] = "instances"
-    vol = np.random.default_rng(0).integers(0, 255, (1, 20, 40, 36), dtype=np.uint8)
+def test_stack_with_channel_axis_keeps_axes_and_scale(tmp_path):
+    # A 2D model on a (C, Z, Y, X) stack: Z is an outer axis, C is kept with size 1.
+    model = ns.build_model("unet", n_classes=3, depth=2, width=4).eval()
+    model.meta["target"] = "semantic"
+    vol = np.random.default_rng(0).integers(0, 255, (1, 3, 64, 48), dtype=np.uint8)
     p = write_ome_image(tmp_path / "v.ome.zarr", vol, "czyx", {"c": 1, "z": 3, "y": 0.5, "x": 0.5})
-    res = ns.segment_ome_zarr(p, model, into_input=True, block_size=16, label_halo=8)
+    res = ns.segment_ome_zarr(p, model, into_input=True, block_size=32)
     ref = ns.segment(vol, model, axes="CZYX", diameter=None)
-    sem = zarr.open_group(str(p), mode="r")["labels/segnet_semantic/0"]
-    assert sem.shape == (1, 20, 40, 36)  # the channel axis kept, of size 1
+    root = zarr.open_group(str(p), mode="r")
+    sem = root["labels/segnet_semantic/0"]
+    assert sem.shape == (1, 3, 64, 48) and sem.chunks == (1, 1, 32, 32)
     np.testing.assert_array_equal(np.asarray(sem)[0], ref.semantic)
-    assert res.info["anisotropy"] == 6.0
+    assert (res.n_blocks, res.info["anisotropy"]) == (3 * 2 * 2, 6.0)
+    im = ns.read_ome_zarr(p / "labels" / "segnet_semantic")
+    assert (im.axes, im.scale) == ("CZYX", (1.0, 3.0, 0.5, 0.5))
