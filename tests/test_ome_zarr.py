@@ -219,3 +219,24 @@ def test_stack_with_channel_axis_keeps_axes_and_scale(tmp_path):
     assert (res.n_blocks, res.info["anisotropy"]) == (3 * 2 * 2, 6.0)
     im = ns.read_ome_zarr(p / "labels" / "segnet_semantic")
     assert (im.axes, im.scale) == ("CZYX", (1.0, 3.0, 0.5, 0.5))
+
+
+def test_cli_segments_ome_zarr_and_keeps_existing_labels(tmp_path, image2d, capsys):
+    from napari_segnet.cli import main
+
+    img = image2d[:128, :128]
+    p = write_ome_image(tmp_path / "cells.ome.zarr", img, "yx", {"y": 1, "x": 1})
+    out = tmp_path / "out"
+    args = ["segment", str(p), "--out", str(out), "--block-size", "64", "--quiet"]
+    assert main(args) == 0
+    root = zarr.open_group(str(out / "cells_labels.ome.zarr"), mode="r")
+    assert label_names(root) == ["segnet_semantic", "segnet_instances"]
+    assert "4 blocks" in capsys.readouterr().out
+    assert main(args) == 2  # the labels exist: refused without --overwrite
+    assert "use overwrite (--overwrite)" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    rc = main(
+        ["segment", str(p), "--out", str(out), "--into-input", "--labels-name", "mine", "--quiet"]
+    )
+    assert rc == 0
+    assert "mine_instances" in label_names(zarr.open_group(str(p), mode="r"))
