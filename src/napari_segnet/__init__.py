@@ -24,10 +24,12 @@ from .io import (
     read_collection,
     save_model,
 )
+from .io.ome_zarr import read_ome_zarr
 from .metrics import average_precision, mean_iou
 from .models import SegNet, architectures, build_model
 from .postprocess import label_instances, label_instances_blockwise, refine_crf
 from .segment import SegmentResult, segment
+from .segment_ome import OmeZarrResult, segment_ome_zarr
 from .training import TrainingUpdate, train
 from .training.weights import boundary_weight_map
 
@@ -36,6 +38,7 @@ __all__ = [
     "ModelConfigError",
     "ModelFileError",
     "NotAModelError",
+    "OmeZarrResult",
     "SegNet",
     "SegNetError",
     "SegNetWarning",
@@ -58,9 +61,11 @@ __all__ = [
     "predict",
     "predict_dask",
     "read_collection",
+    "read_ome_zarr",
     "refine_crf",
     "save_model",
     "segment",
+    "segment_ome_zarr",
     "train",
 ]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cli_ome
 from .cli_bioimageio import add_parser as add_bioimageio_parser
 
 
@@ -101,6 +102,7 @@ def _segment(args: argparse.Namespace) -> int:
     from napari_segnet.engine.plan import RunOptions
     from napari_segnet.engine.rescale import rescale_factor
     from napari_segnet.io.images import expand_inputs, read_image
+    from napari_segnet.io.ome_zarr import is_ome_zarr
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -137,9 +139,13 @@ def _segment(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     inputs = {p.resolve() for _, p in jobs if isinstance(p, Path)}
     claimed: dict[Path, str] = {}
+    clients = cli_ome.Clients(args)
     for i, (name, src) in enumerate(jobs, 1):
         stem = Path(name).stem if isinstance(src, Path) else name
         try:
+            if isinstance(src, Path) and is_ome_zarr(src):
+                print(cli_ome.segment(src, model, out, args, clients, f"[{i}/{len(jobs)}] {stem}"))
+                continue
             targets = _outputs(out, stem, args)
             _check_outputs(targets, inputs, claimed, name, args)
             image = read_image(src) if isinstance(src, Path) else src
@@ -164,6 +170,7 @@ def _segment(args: argparse.Namespace) -> int:
             line = text if text.startswith(name) else f"{name}: {text}"
             failures.append(line)
             _error(line)
+    clients.close()
     return _summary(len(jobs) + n_problems, failures, out)
 
 
@@ -323,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser(
         "segment",
         help="segment images with a model; write labels, probabilities and previews",
-        description="Segment TIFF/PNG/zarr images (files, folders, globs) with a bundled or "
-        "saved model. Writes NAME_semantic.tif, NAME_instances.tif (when the model predicts "
+        description="Segment TIFF/PNG/zarr/OME-Zarr images (files, folders, globs) with a bundled "
+        "or saved model. Writes NAME_semantic.tif, NAME_instances.tif (when the model predicts "
         "instances), optionally NAME_probabilities.tif, and a NAME_overlay.png preview. "
         "Inputs that fail are reported, one line each, and the others still processed. "
         "Existing outputs are kept unless --overwrite is given; an output never replaces "
@@ -365,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     seg.add_argument("--seed", type=int, default=0, help="seed of the --sample image")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli_ome.add_arguments(seg)
     seg.set_defaults(func=_segment)
 
     tr = sub.add_parser(

@@ -14,11 +14,13 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
     """Files, folders (their images) and glob patterns to a list of paths, plus problems."""
+    from .ome_zarr import is_ome_zarr
+
     paths: list[Path] = []
     problems: list[str] = []
     for spec in specs:
         p = Path(spec)
-        if p.suffix == ".zarr" and p.exists():
+        if (p.suffix == ".zarr" and p.exists()) or is_ome_zarr(p):
             paths.append(p)
         elif p.is_dir():
             found = sorted(

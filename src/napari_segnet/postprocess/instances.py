@@ -188,6 +188,24 @@ def _label(
     return lab, lab > 0
 
 
+def label_with_seeds(
+    probabilities: np.ndarray, options: InstanceOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of one image or volume, and the pixels that decide each object.
+
+    The deciding pixels (an object's seeds, or the whole object where it has none)
+    are pixelwise decisions, so any block that sees an object whole finds the same
+    ones: the blockwise jobs name objects by their first such pixel.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        int32 labels (0 background, ids 1..N) and the boolean mask of deciding pixels.
+    """
+    prob = np.asarray(probabilities)
+    return _label(prob, **_label_kwargs(options, prob.shape[0], prob.ndim - 1))
+
+
 def _blocks(shape: tuple[int, ...], block: tuple[int, ...]):
     for idx in np.ndindex(*[int(np.ceil(s / b)) for s, b in zip(shape, block)]):
         lo = tuple(i * b for i, b in zip(idx, block))
