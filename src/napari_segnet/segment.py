@@ -10,7 +10,7 @@ grid and, when asked, written to a zarr store (``io.zarr_output``).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from .engine.size import estimate_diameter
 from .errors import SegNetError
 from .io.zarr_output import COMPLETE_ATTR, ZarrOutput
 from .models.base import SegNet
-from .options import InstanceOptions
+from .options import CRFOptions, InstanceOptions
 from .postprocess import results
 from .postprocess.crf import check_params
 from .postprocess.instances import label_instances_blockwise
@@ -219,9 +219,10 @@ def segment(
         "diameter": diameter,
         "stitch_3d": stitch_3d,
         "anisotropy": anisotropy,
-        "crf": results.crf_params(model, crf) if crf else False,
+        # Every setting in full: the defaults with what was changed over them.
+        "crf": {**CRFOptions().to_dict(), **results.crf_params(model, crf)} if crf else False,
         "instances": instances,
-        "instance_options": options,
+        "instance_options": {**asdict(InstanceOptions()), **options},
         "normalization": model.meta.get("normalization"),
         "link_time": link,
     }
