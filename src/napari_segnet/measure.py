@@ -16,7 +16,9 @@ the object's pixel values.
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +26,7 @@ import pandas as pd
 from . import checks
 from .errors import SegNetError
 
-__all__ = ["measure", "summarize"]
+__all__ = ["measure", "summarize", "write_csv"]
 
 # regionprops names -> ours ({u}: length unit; {a}: axis letter).
 _SHAPE_2D = {
@@ -218,3 +220,29 @@ def summarize(table: pd.DataFrame) -> dict:
             float(table["mean_intensity"].median()) if len(table) else float("nan")
         )
     return out
+
+
+def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a table as CSV, whole or not at all (an existing file is replaced).
+
+    Columns that only napari uses (``index``) are left out.
+
+    Raises
+    ------
+    SegNetError
+        When the file cannot be written (missing folder, no permission, ...); nothing
+        is left behind then.
+    """
+    from .io.atomic import atomic_write
+
+    if not isinstance(table, pd.DataFrame):
+        raise SegNetError(f"table must be a pandas DataFrame, not {type(table).__name__}")
+    target = Path(path)
+    if target.is_dir():
+        raise SegNetError(f"{target} is a folder; give a file name ending in .csv")
+    data = table.drop(columns=["index"], errors="ignore")
+    try:
+        return atomic_write(target, lambda tmp: data.to_csv(tmp, index=False))
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise SegNetError(f"cannot write {target}: {reason}; choose another place") from None
