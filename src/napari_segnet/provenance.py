@@ -9,7 +9,8 @@ The weights hash (``weights_sha256``) is taken over the model's state dict, so t
 same weights give the same hash whichever file (or none) they came from: for every
 tensor in the order of its name, the name, the dtype, the shape and the raw bytes
 (C order, CPU) go into one SHA-256. When the model was read from a file,
-``file_sha256`` is the SHA-256 of that file's bytes too.
+``file_sha256`` is the SHA-256 of that file's bytes too (bundled models are files
+of the package).
 """
 
 from __future__ import annotations
@@ -62,10 +63,23 @@ def model_record(model) -> dict[str, Any]:
         "path": None,
         "weights_sha256": weights_sha256(model),
     }
-    if source and Path(source).is_file():
-        record["path"] = str(Path(source).resolve())
-        record["file_sha256"] = file_sha256(source)
+    path = _model_file(source)
+    if path is not None:
+        record["path"] = str(path.resolve())
+        record["file_sha256"] = file_sha256(path)
     return record
+
+
+def _model_file(source: str | None) -> Path | None:
+    """The file a model was read from: a bundled model's own file, or its path."""
+    from .io.bundled import BUNDLED_DIR, available_models
+    from .io.model_files import SUFFIX
+
+    if not source:
+        return None
+    if source in available_models():
+        return BUNDLED_DIR / f"{source}{SUFFIX}"
+    return Path(source) if Path(source).is_file() else None
 
 
 def now_utc() -> str:
