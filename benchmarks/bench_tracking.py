@@ -19,7 +19,7 @@ import numpy as np
 import napari_segnet as ns
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from tests.test_tracking import _shuffle, kept_ids  # noqa: E402 - the tests' own measure
+from tests.test_tracking import _shuffle, kept_ids  # the tests' own measure
 
 
 def main() -> None:
