@@ -16,6 +16,7 @@ of the package).
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -45,6 +46,13 @@ def weights_sha256(model) -> str:
 
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    st = os.stat(path)
+    return _file_sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed by size and modification time too: a rewritten file is hashed again.
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
