@@ -139,3 +139,19 @@ def test_time_lapse_ids_linked_from_the_panel(make_napari_viewer, qtbot):
     assert prov["parameters"]["link_time"] == {"min_iou": 0.1}
     w.axes.value = "ZYX"
     assert w.link_time.native.isHidden()
+
+
+def test_crf_panel_records_its_settings_over_the_segment_provenance(make_napari_viewer, qtbot):
+    img, _ = ns.data.synthetic_nuclei((64, 72), seed=3)
+    viewer, _, _ = _segmented(make_napari_viewer, qtbot, img, (1.0, 1.0), out_prob=True)
+    _, w = viewer.window.add_plugin_dock_widget("napari-segnet", "CRF refine")
+    w.reset_choices()
+    w.prob.value = "cells · nuclei"
+    w.n_iter.value = 2
+    w.run()
+    _wait(qtbot, w)
+    prov = viewer.layers["cells · nuclei CRF · semantic"].metadata[META_KEY]["provenance"]
+    assert prov["parameters"]["crf"]["n_iter"] == 2
+    assert prov["parameters"]["crf"]["foreground"] == [1, 2]
+    assert prov["previous"]["model"]["weights_sha256"] == independent_hash(ns.load_model("nuclei"))
+    assert prov["napari"]["image_layer"] == "cells"

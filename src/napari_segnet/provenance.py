@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["file_sha256", "provenance", "to_json", "weights_sha256"]
+__all__ = ["file_sha256", "provenance", "refinement", "to_json", "weights_sha256"]
 
 SCHEMA = "napari-segnet-provenance/1"
 
@@ -123,6 +123,23 @@ def provenance(model, parameters: dict[str, Any], **extra: Any) -> dict[str, Any
         "time": now_utc(),
         "model": model_record(model),
         "parameters": jsonable(parameters),
+    }
+    record.update(jsonable(extra))
+    return record
+
+
+def refinement(parameters: dict[str, Any], previous: dict | None, **extra: Any) -> dict:
+    """The record of a step that needs no model (e.g. a CRF run on earlier results):
+    its parameters, the version and the time, and the record of what it refined
+    (``previous``) when known."""
+    from ._version import __version__
+
+    record = {
+        "schema": SCHEMA,
+        "software": {"name": "napari-segnet", "version": __version__},
+        "time": now_utc(),
+        "parameters": jsonable(parameters),
+        "previous": previous or None,
     }
     record.update(jsonable(extra))
     return record
