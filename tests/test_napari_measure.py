@@ -155,3 +155,17 @@ def test_crf_panel_records_its_settings_over_the_segment_provenance(make_napari_
     assert prov["parameters"]["crf"]["foreground"] == [1, 2]
     assert prov["previous"]["model"]["weights_sha256"] == independent_hash(ns.load_model("nuclei"))
     assert prov["napari"]["image_layer"] == "cells"
+
+
+def test_console_helper_adds_features_and_provenance(make_napari_viewer):
+    viewer = make_napari_viewer()
+    img, _ = ns.data.synthetic_nuclei((96, 96), seed=6)
+    viewer.add_image(img, name="img", scale=(2, 2))
+    res = ns.napari.segment_layer(viewer, "img", "nuclei", device="cpu")
+    inst = viewer.layers["img · nuclei · instances"]
+    ids = np.unique(res.instances)[1:]
+    assert list(inst.features["label"]) == list(ids)
+    counts = np.bincount(np.asarray(res.instances).ravel())[ids]
+    np.testing.assert_allclose(inst.features["area_um2"], counts * 4.0)
+    prov = inst.metadata[META_KEY]["provenance"]
+    assert prov["model"]["weights_sha256"] == independent_hash(ns.load_model("nuclei"))
