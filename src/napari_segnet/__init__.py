@@ -25,9 +25,11 @@ from .io import (
     save_model,
 )
 from .io.ome_zarr import read_ome_zarr
+from .measure import measure, summarize
 from .metrics import average_precision, mean_iou
 from .models import SegNet, architectures, build_model
 from .postprocess import label_instances, label_instances_blockwise, refine_crf
+from .postprocess.tracking import link_over_time
 from .segment import SegmentResult, segment
 from .segment_ome import OmeZarrResult, segment_ome_zarr
 from .training import TrainingUpdate, train
@@ -55,9 +57,11 @@ __all__ = [
     "export_bioimageio",
     "label_instances",
     "label_instances_blockwise",
+    "link_over_time",
     "load_bioimageio",
     "load_model",
     "mean_iou",
+    "measure",
     "predict",
     "predict_dask",
     "read_collection",
@@ -66,6 +70,7 @@ __all__ = [
     "save_model",
     "segment",
     "segment_ome_zarr",
+    "summarize",
     "train",
 ]
 

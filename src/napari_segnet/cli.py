@@ -50,6 +50,9 @@ def _outputs(out: Path, stem: str, args: argparse.Namespace) -> dict[str, Path]:
     }
     if args.probabilities:
         names["probabilities"] = f"{stem}_probabilities.tif"
+    if args.measure:
+        names["measurements"] = f"{stem}_measurements.csv"
+    names["provenance"] = f"{stem}_provenance.json"
     return {k: out / v for k, v in names.items()}
 
 
@@ -97,6 +100,21 @@ def _write_results(targets: dict[str, Path], image, res, probabilities: bool) ->
     return n_obj
 
 
+def _write_records(targets: dict[str, Path], image, res, source: str, rows: list) -> None:
+    """Measurements (with ``--measure``) and, last, the provenance sidecar."""
+    from napari_segnet import cli_records
+
+    table = None
+    if "measurements" in targets:
+        table = cli_records.write_measurements(targets["measurements"], image, res)
+        if table is not None:
+            rows.append({"image": source, **cli_records.summarize(table)})
+    skipped = {"provenance", *(["instances"] if res.instances is None else [])}
+    skipped |= {"measurements"} if table is None else set()
+    written = [p for k, p in targets.items() if k not in skipped]
+    cli_records.write_provenance(targets["provenance"], res, source, written)
+
+
 def _segment(args: argparse.Namespace) -> int:
     import napari_segnet as ns
     from napari_segnet.engine.plan import RunOptions
@@ -136,6 +154,11 @@ def _segment(args: argparse.Namespace) -> int:
         _error("give INPUT files/folders/globs or --sample fluorescence")
         return 2
     n_problems = len(failures)
+    summary_path = out / "measurements_summary.csv"
+    if args.measure and summary_path.exists() and not args.overwrite:
+        _error(f"{summary_path} exists already; use --overwrite to replace it")
+        return 2
+    summary_rows: list[dict] = []
     out.mkdir(parents=True, exist_ok=True)
     inputs = {p.resolve() for _, p in jobs if isinstance(p, Path)}
     claimed: dict[Path, str] = {}
@@ -159,10 +182,12 @@ def _segment(args: argparse.Namespace) -> int:
                 device=args.device,
                 diameter=args.diameter,
                 crf=args.crf,
+                link_time=args.link_time,
                 progress=_Bar(f"[{i}/{len(jobs)}] {stem}", not args.quiet),
             )
             dt = time.perf_counter() - t
             n_obj = _write_results(targets, image, res, args.probabilities)
+            _write_records(targets, image, res, name, summary_rows)
             shape = tuple(int(n) for n in image.shape)
             print(f"[{i}/{len(jobs)}] {stem}: {shape} in {dt:.1f} s, {n_obj} objects")
         except (ns.SegNetError, OSError) as e:
@@ -171,6 +196,10 @@ def _segment(args: argparse.Namespace) -> int:
             failures.append(line)
             _error(line)
     clients.close()
+    if summary_rows:
+        from napari_segnet.cli_records import write_summary
+
+        write_summary(summary_path, summary_rows)
     return _summary(len(jobs) + n_problems, failures, out)
 
 
@@ -332,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment images with a model; write labels, probabilities and previews",
         description="Segment TIFF/PNG/zarr/OME-Zarr images (files, folders, globs) with a bundled "
         "or saved model. Writes NAME_semantic.tif, NAME_instances.tif (when the model predicts "
-        "instances), optionally NAME_probabilities.tif, and a NAME_overlay.png preview. "
+        "instances), optionally NAME_probabilities.tif, a NAME_overlay.png preview and "
+        "NAME_provenance.json (model, weights hash, settings, version, time); with --measure "
+        "NAME_measurements.csv and measurements_summary.csv. "
         "Inputs that fail are reported, one line each, and the others still processed. "
         "Existing outputs are kept unless --overwrite is given; an output never replaces "
         "an input. Exit status: 0 all inputs segmented, 1 some failed, 2 none segmented "
@@ -369,6 +400,17 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--axes", default=None, help="axes of the inputs, e.g. YX, ZYX, YXC")
     seg.add_argument("--crf", action="store_true", help="refine with the dense CRF")
     seg.add_argument("--probabilities", action="store_true", help="also write probabilities")
+    seg.add_argument(
+        "--measure",
+        action="store_true",
+        help="write NAME_measurements.csv (one row per object: size, shape, intensity) and "
+        "measurements_summary.csv (count, median size, ... per image)",
+    )
+    seg.add_argument(
+        "--link-time",
+        action="store_true",
+        help="with a T axis: keep each object's id across frames (overlap matching)",
+    )
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     seg.add_argument("--seed", type=int, default=0, help="seed of the --sample image")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")

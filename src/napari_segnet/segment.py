@@ -10,7 +10,7 @@ grid and, when asked, written to a zarr store (``io.zarr_output``).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,10 +27,12 @@ from .engine.size import estimate_diameter
 from .errors import SegNetError
 from .io.zarr_output import COMPLETE_ATTR, ZarrOutput
 from .models.base import SegNet
-from .options import InstanceOptions
+from .options import CRFOptions, InstanceOptions
 from .postprocess import results
 from .postprocess.crf import check_params
 from .postprocess.instances import label_instances_blockwise
+from .postprocess.tracking import link_over_time
+from .provenance import provenance as make_provenance
 
 # Automatic sizes within this ratio of the training diameter are not rescaled.
 AUTO_TOLERANCE = 1.1
@@ -58,6 +60,10 @@ class SegmentResult:
         Detection models (Mask R-CNN) only: per object, ``label``, ``score`` and box
         corners ``y0``, ``x0``, ``y1``, ``x1`` (arrays of equal length; napari shows
         them as the labels layer's features).
+    provenance : dict
+        What made this result (:mod:`napari_segnet.provenance`): the model with the
+        SHA-256 of its weights, the parameters given and resolved, the version and
+        the time.
     """
 
     probabilities: Any
@@ -66,6 +72,7 @@ class SegmentResult:
     axes: str = ""
     info: dict = field(default_factory=dict)
     objects: dict | None = None
+    provenance: dict = field(default_factory=dict)
 
 
 def segment(
@@ -86,6 +93,7 @@ def segment(
     precision: str = "auto",
     border: int | None = None,
     detection: dict | None = None,
+    link_time: bool | dict = False,
     progress: Progress = None,
     cancel: threading.Event | None = None,
 ) -> SegmentResult:
@@ -143,6 +151,10 @@ def segment(
         do not apply, ``probabilities`` holds background and the painted mask
         probability, ``instances`` the objects (a pixel claimed by two goes to the
         higher score) and ``objects`` their scores and boxes.
+    link_time : bool or dict
+        With a ``T`` axis: give each object one id across frames by overlap with the
+        previous frame (:func:`~napari_segnet.postprocess.tracking.link_over_time`;
+        a dict passes its ``min_iou``). No division tracking, no gap closing.
     progress : callable, optional
         ``progress(done, total)`` in tiles.
     cancel : threading.Event, optional
@@ -185,6 +197,7 @@ def segment(
         instance_options = instance_options.changed()
     if instance_options is not None and not isinstance(instance_options, dict):
         raise SegNetError(f"instance_options must be a dict or None, not {instance_options!r}")
+    link = _check_link(link_time)
     checks.callback("progress", progress)
     checks.cancel_event(cancel)
     check_image(src)
@@ -194,6 +207,25 @@ def segment(
     if instances is None:
         instances = model.metadata.target == "instances"
     options = results.instance_options(model, instance_options)
+    if link is not None and "T" not in layout.out_axes:
+        raise SegNetError(f"link_time needs a T axis, but the axes are {layout.axes!r}")
+    params = {
+        "axes": layout.axes,
+        "tile_size": tile_size,
+        "batch_size": batch_size,
+        "device": device,
+        "precision": precision,
+        "border": border,
+        "diameter": diameter,
+        "stitch_3d": stitch_3d,
+        "anisotropy": anisotropy,
+        # Every setting in full: the defaults with what was changed over them.
+        "crf": {**CRFOptions().to_dict(), **results.crf_params(model, crf)} if crf else False,
+        "instances": instances,
+        "instance_options": {**asdict(InstanceOptions()), **options},
+        "normalization": model.meta.get("normalization"),
+        "link_time": link,
+    }
     used, estimated = _diameter(src, model, layout.axes, diameter, device)
     work = Rescaled.of(src, layout, model, used if _rescales(model, used, estimated) else None)
     stitch = _stitch(model, layout, stitch_3d, instances, anisotropy * work.factor)
@@ -214,6 +246,9 @@ def segment(
         with ZarrOutput(output) as store:
             res = _segment_into_store(work, model, plan, store, instances, options, run)
             res.info.update(info)
+            if link is not None and res.instances is not None:
+                res.instances[...] = _link(np.asarray(res.instances), res.axes, link)
+            res.provenance = _provenance(model, src, params, res.info)
             return res
     # 3b. Tiles into memory, then post-processing and the way back to the input grid.
     prob = np.zeros((model.n_classes, *plan.layout.out_shape), np.float32)
@@ -233,13 +268,18 @@ def segment(
     )
     prob = work.restore_probabilities(prob)
     semantic, labels = work.restore_labels(semantic), work.restore_labels(labels)
+    if link is not None and labels is not None:
+        labels = _link(labels, layout.out_axes, link)
     if output is not None:
         # Rescaled or refined results exist only in memory; written whole.
         with ZarrOutput(output) as store:
             arrays = {"probabilities": prob, "semantic": semantic, "instances": labels}
             store.write_whole(arrays, plan.core)
             store.complete()
-    return SegmentResult(prob, semantic, labels, layout.out_axes, {**_info(plan, model), **info})
+    info = {**_info(plan, model), **info}
+    res = SegmentResult(prob, semantic, labels, layout.out_axes, info)
+    res.provenance = _provenance(model, src, params, info)
+    return res
 
 
 def _segment_detections(
@@ -275,7 +315,34 @@ def _segment_detections(
             store.write_whole(arrays, tuple(min(n, 512) for n in found.labels.shape))
             store.complete()
     axes_out = "YX"
-    return SegmentResult(prob, semantic, found.labels, axes_out, info, found.features())
+    res = SegmentResult(prob, semantic, found.labels, axes_out, info, found.features())
+    params = {"axes": axes, "tile_size": tile_size, "device": device, "detection": detection}
+    res.provenance = _provenance(model, src, params, info)
+    return res
+
+
+def _check_link(link_time) -> dict | None:
+    """``link_time`` as ``link_over_time``'s keyword arguments, or None for no linking."""
+    if isinstance(link_time, (bool, np.bool_)):
+        return {"min_iou": 0.1} if link_time else None
+    if not isinstance(link_time, dict) or set(link_time) - {"min_iou"}:
+        raise SegNetError(f"link_time must be True, False or {{'min_iou': x}}, not {link_time!r}")
+    iou = checks.number("min_iou", link_time.get("min_iou", 0.1), low=0, high=1, low_open=True)
+    return {"min_iou": iou}
+
+
+def _link(labels, axes: str, link: dict) -> np.ndarray:
+    return link_over_time(labels, axis=axes.index("T"), **link)
+
+
+def _provenance(model: SegNet, src, params: dict, info: dict) -> dict:
+    """The provenance record of a run: parameters as given and as resolved (``info``)."""
+    return make_provenance(
+        model,
+        params,
+        resolved={k: v for k, v in info.items() if k != "notes"},
+        input={"shape": [int(n) for n in src.shape], "dtype": str(src.dtype)},
+    )
 
 
 def _check_diameter(model: SegNet, diameter) -> None:

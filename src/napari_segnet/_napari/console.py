@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..segment import SegmentResult, segment
 from .layers import layer_axes, layer_data
+from .measurements import features_of, intensity_image, measure_arrays
 from .results import ResultWriter
 
 
@@ -25,7 +26,9 @@ def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
     -------
     SegmentResult
         Also added to the viewer as ``"<layer> · <model> · semantic"`` and
-        ``"<layer> · <model> · instances"`` (``<model>`` is the model's own name).
+        ``"<layer> · <model> · instances"`` (``<model>`` is the model's own name), with
+        the measurements as the instance layer's features and the run's provenance in
+        each layer's metadata, as the Segment panel makes them.
     """
     from ..io.bundled import load_model
     from ..models import SegNet
@@ -40,7 +43,15 @@ def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
     res = segment(layer_data(layer), model, **kwargs)
     name = str(model.meta.get("name") or "model")
     writer = ResultWriter(viewer, layer, name, kwargs["axes"], {}, model.metadata)
+    writer.provenance = res.provenance
     writer.put("semantic", res.semantic)
     if res.instances is not None:
-        writer.put("instances", res.instances)
+        table = measure_arrays(
+            res.instances,
+            intensity_image(layer, kwargs["axes"]),
+            res.axes,
+            writer.kwargs["scale"],
+            getattr(layer, "units", None),
+        )
+        writer.put("instances", res.instances, None if table is None else features_of(table))
     return res

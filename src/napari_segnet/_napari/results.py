@@ -39,7 +39,10 @@ class ResultWriter:
     def __init__(self, viewer, source, model: str, axes: str, index: dict, meta: ModelMeta):
         self.viewer, self.source, self.model, self.meta = viewer, source, model, meta
         self.index = dict(index)
+        self.axes = axes
         self.out_axes = axes.replace("C", "")
+        # What made the results (SegmentResult.provenance and the panel's own choices).
+        self.provenance: dict = {}
         self.shape = out_shape(source, axes)
         self.kwargs = result_kwargs(source, axes)
 
@@ -51,6 +54,9 @@ class ResultWriter:
                 "output": output,
                 "target": self.meta.target,
                 "classes": list(self.meta.classes),
+                "axes": self.out_axes,
+                "source_axes": self.axes,
+                "provenance": self.provenance,
                 **extra,
             }
         }
@@ -72,11 +78,17 @@ class ResultWriter:
         full[idx] = plane
         return full
 
-    def put(self, output: str, data) -> None:
-        """A labels output (``"semantic"`` or ``"instances"``)."""
+    def put(self, output: str, data, features=None):
+        """A labels output (``"semantic"`` or ``"instances"``); ``features`` (a
+        measurement table) becomes the layer's features. Returns the layer."""
         name = result_name(self.source.name, self.model, output)
         full = self._full(name, np.asarray(data), ids=output == "instances")
-        put_layer(self.viewer, name, full, "labels", metadata=self._meta(output), **self.kwargs)
+        layer = put_layer(
+            self.viewer, name, full, "labels", metadata=self._meta(output), **self.kwargs
+        )
+        if features is not None:
+            layer.features = features
+        return layer
 
     def put_probabilities(self, prob) -> None:
         """One image layer per class, hidden at first, additive so several can be shown."""

@@ -26,7 +26,14 @@ from ..options import CRFOptions, InstanceOptions, Normalization
 from ..segment import segment
 from ._common import model_choices, model_name, on_models_changed, report, resolve_model
 from .jobs import JobPanel, duration_text
-from .layers import check_axes, layer_axes, layer_data, results_of, slice_on_screen
+from .layers import META_KEY, check_axes, layer_axes, layer_data, results_of, slice_on_screen
+from .measurements import (
+    features_of,
+    intensity_image,
+    measure_arrays,
+    measure_layer,
+    write_csv,
+)
 from .results import ResultWriter, summary
 
 # The bundled model for grey layers and the one for colour (RGB) layers.
@@ -127,6 +134,13 @@ class SegmentWidget(JobPanel, Container):
             tooltip="Segment only the slice you are looking at; its result goes into the "
             "matching slice of the stack's result layers, the other slices are kept.",
         )
+        self.link_time = CheckBox(
+            text="same id over time (T axis)",
+            value=False,
+            visible=False,
+            tooltip="Give each object one id across frames, matched by overlap with the "
+            "previous frame; a new object gets a new id. No division tracking.",
+        )
         self.crf = CheckBox(
             text="refine with dense CRF",
             value=False,
@@ -197,6 +211,11 @@ class SegmentWidget(JobPanel, Container):
         self.clear_btn = PushButton(
             text="Clear results", tooltip="Remove the result layers of the chosen image."
         )
+        self.measure_btn = PushButton(
+            text="Save measurements (CSV)…",
+            tooltip="Measure the objects of the chosen image's instance layer as it is now "
+            "(size, shape, intensity; in the layer's units) and save them as a CSV file.",
+        )
         self.hint = Label(value=CONSOLE_HINT)
         self._advanced = [self.interior, self.foreground, self.min_size]
         self._advanced += [self.norm_low, self.norm_high]
@@ -217,6 +236,7 @@ class SegmentWidget(JobPanel, Container):
                 self.out_sem,
                 self.out_inst,
                 self.current,
+                self.link_time,
                 self.crf,
                 self.crf_compat,
                 self.crf_srgb,
@@ -225,6 +245,7 @@ class SegmentWidget(JobPanel, Container):
                 self.defaults_btn,
                 *self.job_controls,
                 self.clear_btn,
+                self.measure_btn,
                 self.hint,
             ]
         )
@@ -238,6 +259,7 @@ class SegmentWidget(JobPanel, Container):
         self.cancel_btn.changed.connect(self.cancel)
         self.defaults_btn.changed.connect(self.restore_defaults)
         self.clear_btn.changed.connect(self.clear_results)
+        self.measure_btn.changed.connect(lambda *_: self.save_measurements())
         on_models_changed(self._refresh_models)
         self._image_changed(self.image.value)
         self._model_changed()
@@ -266,6 +288,7 @@ class SegmentWidget(JobPanel, Container):
         if shown and len(axes) == layer.ndim:
             self.channel.max = max(int(np.shape(layer_data(layer))[axes.index("C")]) - 1, 0)
         self.channel.visible = shown
+        self.link_time.visible = "T" in axes
 
     def _loaded(self):
         """The chosen model (loaded once per choice), or None when it cannot be read."""
@@ -321,6 +344,7 @@ class SegmentWidget(JobPanel, Container):
         self.device.value, self.tile.value, self.diameter.value = "auto", 0, 0
         self.out_prob.value, self.out_sem.value, self.out_inst.value = False, True, True
         self.current.value, self.crf.value, self.advanced.value = False, False, False
+        self.link_time.value = False
         crf = CRFOptions()
         self.crf_compat.value, self.crf_srgb.value = crf.bilateral_compat, crf.bilateral_srgb
         self.channel.value = 0
@@ -335,6 +359,39 @@ class SegmentWidget(JobPanel, Container):
         for lay in results_of(self.viewer, None if layer is None else layer.name):
             self.viewer.layers.remove(lay)
         self.status.value = ""
+
+    def instance_layer(self):
+        """The instance result layer of the chosen image (the one selected, if several)."""
+        layer = self.image.value
+        found = [
+            lay
+            for lay in results_of(self.viewer, None if layer is None else layer.name)
+            if lay.metadata[META_KEY].get("output") == "instances"
+        ]
+        if not found:
+            raise SegNetError("no instance labels of this image yet: segment it first")
+        active = self.viewer.layers.selection.active
+        return active if active in found else found[-1]
+
+    def save_measurements(self, path=None):
+        """Measure the instance layer as it is now and save the table as CSV.
+
+        ``path`` None asks with a file dialog. Errors are shown as a notification and
+        change nothing. Returns the path written, or None.
+        """
+        try:
+            layer = self.instance_layer()
+            if path is None:
+                path = _ask_csv_path(f"{layer.name.split(' · ')[0]}_measurements.csv")
+                if not path:
+                    return None
+            table = measure_layer(layer, self.image.value)
+            written = write_csv(table, path)
+        except SegNetError as e:
+            report(e)
+            return None
+        self.status.value = f"saved {len(table)} objects' measurements to {written}"
+        return written
 
     # ---------------------------------------------------------------- running
     def _request(self):
@@ -387,9 +444,15 @@ class SegmentWidget(JobPanel, Container):
             "instances": None if self.out_inst.value else False,
             "instance_options": instance_options,
         }
+        kwargs["link_time"] = self.link_time.value and "T" in kwargs["axes"]
         name = model_name(self.model.value, self.model_file.value, model)
         picked = {axes[i]: v for i, v in index.items()}
         writer = ResultWriter(self.viewer, layer, name, full_axes, picked, meta)
+        writer.provenance = {
+            "napari": {"image_layer": layer.name, "axes": full_axes, "slice": picked}
+        }
+        if "C" in full_axes and "C" not in axes:
+            writer.provenance["napari"]["channel"] = self.channel.value
         return model, data, kwargs, writer
 
     def run(self, *_):
@@ -401,21 +464,37 @@ class SegmentWidget(JobPanel, Container):
             report(e)
             return
         start = time.perf_counter()
+        measure_now = self.out_inst.value and not writer.index
+
+        def work(progress, cancel):
+            res = segment(data, model, progress=progress, cancel=cancel, **kwargs)
+            table = None
+            if measure_now and res.instances is not None:
+                # In the worker: measuring thousands of objects takes seconds.
+                image = intensity_image(writer.source, writer.axes)
+                scale = writer.kwargs["scale"]
+                units = getattr(writer.source, "units", None)
+                table = measure_arrays(res.instances, image, res.axes, scale, units)
+            return res, table
+
         self._start(
-            lambda progress, cancel: segment(
-                data, model, progress=progress, cancel=cancel, **kwargs
-            ),
+            work,
             f"Segmenting {writer.source.name}",
-            lambda res: self._show(res, writer, time.perf_counter() - start),
+            lambda out: self._show(*out, writer, time.perf_counter() - start),
             running="segmenting",
             unit="tiles",
         )
 
-    def _show(self, res, writer: ResultWriter, seconds: float) -> None:
+    def _show(self, res, table, writer: ResultWriter, seconds: float) -> None:
+        writer.provenance = {**res.provenance, **writer.provenance}
         if self.out_sem.value:
             writer.put("semantic", res.semantic)
         if self.out_inst.value and res.instances is not None:
-            writer.put("instances", res.instances)
+            layer = writer.put("instances", res.instances)
+            if table is None and writer.index:  # one slice of a stack: measure it whole
+                table = _measure_or_none(layer, writer.source)
+            if table is not None:
+                layer.features = features_of(table)
         if self.out_prob.value:
             writer.put_probabilities(res.probabilities)
         for note in res.info.get("notes", []):
@@ -425,6 +504,22 @@ class SegmentWidget(JobPanel, Container):
             f"done{' (' + where + ')' if where else ''}: {summary(res, writer.meta)}"
             f"\n{res.info['n_tiles']} tiles in {duration_text(seconds)}{diameter_text(res.info)}"
         )
+
+
+def _measure_or_none(layer, source):
+    try:
+        return measure_layer(layer, source)
+    except SegNetError as e:
+        report(e)
+        return None
+
+
+def _ask_csv_path(name: str) -> str | None:
+    """A save-file dialog for a CSV file; None when cancelled."""
+    from magicgui.application import use_app
+
+    show = use_app().get_obj("show_file_dialog")
+    return show(mode="w", caption="Save measurements", start_path=name, filter="*.csv") or None
 
 
 def diameter_text(info: dict) -> str:

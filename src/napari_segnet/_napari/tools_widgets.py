@@ -17,6 +17,7 @@ from napari.layers import Image
 from ..errors import SegNetError
 from ..options import CRFOptions, ModelMeta
 from ..postprocess.crf import refine_crf
+from ..provenance import refinement
 from ..training.weights import boundary_weight_map
 from ._common import report
 from .jobs import JobPanel
@@ -313,6 +314,11 @@ class CRFWidget(JobPanel, Container):
             "Z" * (img_layer.ndim - 2) + "YX" + ("C" if img_layer.rgb else ""),
             {},
             ModelMeta(classes=classes, target=meta.get("target", "semantic")),
+        )
+        writer.provenance = refinement(
+            {"crf": params},
+            meta.get("provenance"),
+            napari={"image_layer": img_layer.name, "probabilities": [x.name for x in layers]},
         )
         self._start(
             lambda progress, cancel: refine_crf(
