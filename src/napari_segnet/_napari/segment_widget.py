@@ -28,6 +28,7 @@ from ._common import model_choices, model_name, on_models_changed, report, resol
 from .jobs import JobPanel, duration_text
 from .layers import check_axes, layer_axes, layer_data, results_of, slice_on_screen
 from .results import ResultWriter, summary
+from .scale import layer_spacing, scale_text
 
 # The bundled model for grey layers and the one for colour (RGB) layers.
 BY_CHANNELS = {False: "nuclei", True: "nuclei_he"}
@@ -105,6 +106,15 @@ class SegmentWidget(JobPanel, Container):
             tooltip="Typical object diameter in this image, in pixels (about 5 to 200); the "
             "image is rescaled to the size the model was trained on. 0 estimates it.",
         )
+        self.physical = FloatSpinBox(
+            label="object diameter (layer units)",
+            min=0,
+            max=100000,
+            value=0,
+            tooltip="Typical object diameter in the layer's units (its scale, e.g. µm, as "
+            "shown under pixel size); used instead of the diameter in pixels. 0: not given.",
+        )
+        self.pixel_size = Label(value="", label="pixel size")
         self.out_prob = CheckBox(
             text="probabilities (one hidden layer per class)",
             value=False,
@@ -209,10 +219,12 @@ class SegmentWidget(JobPanel, Container):
                 self.model_file,
                 self.model_info,
                 self.axes,
+                self.pixel_size,
                 self.channel,
                 self.device,
                 self.tile,
                 self.diameter,
+                self.physical,
                 self.out_prob,
                 self.out_sem,
                 self.out_inst,
@@ -254,12 +266,23 @@ class SegmentWidget(JobPanel, Container):
         if layer is None:
             return
         self.axes.value = layer_axes(layer)
+        self._show_scale()
         if self.model.value in BY_CHANNELS.values():  # a chosen trained model stays
             wanted = BY_CHANNELS[bool(getattr(layer, "rgb", False))]
             if wanted in self.model.choices:
                 self.model.value = wanted
 
+    def _show_scale(self) -> None:
+        """The layer's pixel size (scale and units), read for ``spacing``."""
+        layer = self.image.value
+        try:
+            axes = check_axes(self.axes.value, layer)
+            self.pixel_size.value = scale_text(layer, axes)
+        except (SegNetError, AttributeError, TypeError):
+            self.pixel_size.value = ""
+
     def _axes_changed(self, *_) -> None:
+        self._show_scale()
         layer = self.image.value
         axes = self.axes.value.strip().upper()
         shown = layer is not None and "C" in axes and not getattr(layer, "rgb", False)
@@ -319,6 +342,7 @@ class SegmentWidget(JobPanel, Container):
     def restore_defaults(self, *_) -> None:
         """Every setting back to its default; the advanced ones to the model's values."""
         self.device.value, self.tile.value, self.diameter.value = "auto", 0, 0
+        self.physical.value = 0
         self.out_prob.value, self.out_sem.value, self.out_inst.value = False, True, True
         self.current.value, self.crf.value, self.advanced.value = False, False, False
         crf = CRFOptions()
@@ -378,11 +402,13 @@ class SegmentWidget(JobPanel, Container):
             if self.crf.value
             else False
         )
+        used_axes = "".join(a for i, a in enumerate(axes) if i not in index)
         kwargs = {
-            "axes": "".join(a for i, a in enumerate(axes) if i not in index),
+            "axes": used_axes,
             "tile_size": self.tile.value or None,
             "device": self.device.value,
             "diameter": self.diameter.value or "auto",
+            **physical_kwargs(self, layer, full_axes, used_axes),
             "crf": crf,
             "instances": None if self.out_inst.value else False,
             "instance_options": instance_options,
@@ -427,10 +453,29 @@ class SegmentWidget(JobPanel, Container):
         )
 
 
+def physical_kwargs(panel: SegmentWidget, layer, axes: str, used_axes: str) -> dict:
+    """``spacing`` from the layer's scale and ``physical_diameter`` from the panel."""
+    spacing = layer_spacing(layer, axes, used_axes)
+    if not panel.physical.value:
+        return {"spacing": spacing}
+    if spacing is None:
+        raise SegNetError(
+            "the layer has no pixel size (scale 1, in pixels): set its scale (and units), "
+            "or give the object diameter in pixels"
+        )
+    if panel.diameter.value:
+        raise SegNetError("give the object diameter in pixels or in layer units, not both")
+    return {"spacing": spacing, "physical_diameter": panel.physical.value}
+
+
 def diameter_text(info: dict) -> str:
     """The diameter a run used, for the status line ("" when none)."""
     d = info.get("diameter")
     if d is None:
         return ""
     how = "estimated" if info.get("diameter_estimated") else "given"
+    if info.get("zoom_reason") == "pixel size":
+        how = "from the model's pixel size"
+    if info.get("physical_diameter") is not None:
+        return f", diameter {d:.1f} px = {info['physical_diameter']:.3g} units ({how})"
     return f", diameter {d:.1f} px ({how})"
