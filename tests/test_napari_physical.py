@@ -68,3 +68,14 @@ def test_physical_diameter_without_a_pixel_size_notifies(make_napari_viewer, err
     w.run()
     assert "not both" in errors[-1]
     assert [lay.name for lay in viewer.layers] == ["img"]
+
+
+def test_console_helper_takes_the_layer_scale_as_spacing(make_napari_viewer):
+    viewer = make_napari_viewer()
+    stack, _ = ns.data.synthetic_nuclei((8, 48, 48), seed=0, anisotropy=3.0)
+    layer = viewer.add_image(stack, name="stack", scale=(1.5, 0.5, 0.5), translate=(0, 5, 5))
+    res = ns.napari.segment_layer(viewer, "stack", "nuclei", diameter=None)
+    assert res.info["spacing"] == {"Z": 1.5, "Y": 0.5, "X": 0.5}
+    out = viewer.layers["stack · nuclei · instances"]
+    np.testing.assert_allclose(out.scale, layer.scale)
+    np.testing.assert_allclose(out.translate, layer.translate)
