@@ -47,10 +47,11 @@ def test_pixel_size_from_the_layer_scale_gives_the_same_objects(make_napari_view
     for src, out in ((a, fa), (b, fb)):
         np.testing.assert_allclose(out.scale, src.scale)
         np.testing.assert_allclose(out.translate, src.translate)
+        assert tuple(out.units) == tuple(src.units)
         assert out.data.shape == src.data.shape
     up = np.repeat(np.repeat(fb.data, 2, 0), 2, 1)
     assert ns.average_precision(fa.data, up, 0.5) >= 0.9
-    assert "= 12 units" in w.status.value
+    assert "= 12 µm" in w.status.value
     np.testing.assert_array_equal(a.data, fine)
 
 

@@ -64,3 +64,9 @@ def scale_text(layer, axes: str) -> str:
     unit = units.pop() if len(units) == 1 else ""
     parts = [f"{a} {s:.4g}" + ("" if unit else f" {u}".rstrip()) for a, (s, u) in scale.items()]
     return " × ".join(parts) + (f" {unit}" if unit else " (no unit)" if not units else "")
+
+
+def layer_unit(layer, axes: str) -> str:
+    """The unit shared by the layer's Z/Y/X axes (``"µm"``), or ``"units"``."""
+    units = {u for _, u in layer_scale(layer, axes).values()}
+    return units.pop() if len(units) == 1 and "" not in units else "units"

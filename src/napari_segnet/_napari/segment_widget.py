@@ -28,7 +28,7 @@ from ._common import model_choices, model_name, on_models_changed, report, resol
 from .jobs import JobPanel, duration_text
 from .layers import check_axes, layer_axes, layer_data, results_of, slice_on_screen
 from .results import ResultWriter, summary
-from .scale import layer_spacing, scale_text
+from .scale import layer_spacing, layer_unit, scale_text
 
 # The bundled model for grey layers and the one for colour (RGB) layers.
 BY_CHANNELS = {False: "nuclei", True: "nuclei_he"}
@@ -447,9 +447,10 @@ class SegmentWidget(JobPanel, Container):
         for note in res.info.get("notes", []):
             show_info(f"napari-segnet: {note}")
         where = "slice on screen" if writer.index else ""
+        size = diameter_text(res.info, layer_unit(writer.source, layer_axes(writer.source)))
         self.status.value = (
             f"done{' (' + where + ')' if where else ''}: {summary(res, writer.meta)}"
-            f"\n{res.info['n_tiles']} tiles in {duration_text(seconds)}{diameter_text(res.info)}"
+            f"\n{res.info['n_tiles']} tiles in {duration_text(seconds)}{size}"
         )
 
 
@@ -468,7 +469,7 @@ def physical_kwargs(panel: SegmentWidget, layer, axes: str, used_axes: str) -> d
     return {"spacing": spacing, "physical_diameter": panel.physical.value}
 
 
-def diameter_text(info: dict) -> str:
+def diameter_text(info: dict, unit: str = "units") -> str:
     """The diameter a run used, for the status line ("" when none)."""
     d = info.get("diameter")
     if d is None:
@@ -477,5 +478,5 @@ def diameter_text(info: dict) -> str:
     if info.get("zoom_reason") == "pixel size":
         how = "from the model's pixel size"
     if info.get("physical_diameter") is not None:
-        return f", diameter {d:.1f} px = {info['physical_diameter']:.3g} units ({how})"
+        return f", diameter {d:.1f} px = {info['physical_diameter']:.3g} {unit} ({how})"
     return f", diameter {d:.1f} px ({how})"
