@@ -61,6 +61,9 @@ def test_physical_diameter_without_a_pixel_size_notifies(make_napari_viewer, err
     _, w = viewer.window.add_plugin_dock_widget("napari-segnet", "Segment")
     w.image.value = layer
     assert w.pixel_size.value.startswith("not set")
+    layer.scale = (2.0, 2.0)  # the line follows the layer
+    assert w.pixel_size.value == "Y 2 × X 2 (no unit)"
+    layer.scale = (1.0, 1.0)
     w.physical.value = 10.0
     w.run()
     assert errors and "no pixel size" in errors[-1]

@@ -216,28 +216,7 @@ def segment(
     spacing = physical.check_spacing(spacing, layout.axes)
     physical.check_physical_diameter(physical_diameter, spacing, diameter)
     z_ratio = physical.stitch_anisotropy(spacing, anisotropy)
-    if physical_diameter is not None:
-        diameter = float(physical_diameter) / physical.plane_spacing(spacing)
-        try:
-            _check_diameter(model, diameter)
-        except SegNetError as e:
-            raise SegNetError(
-                f"physical_diameter={physical_diameter:g} is {diameter:.3g} px at this spacing: {e}"
-            ) from None
-    by_pixel_size = (
-        spacing is not None and diameter == "auto" and physical.model_pixel_size(model) is not None
-    )
-    if by_pixel_size:
-        used, estimated = None, False
-    else:
-        used, estimated = _diameter(src, model, layout.axes, diameter, device)
-    plane_zoom = rescale_factor(model, used) if _rescales(model, used, estimated) else None
-    if diameter is None:
-        zoom = physical.Zoom(tuple(1.0 for _ in layout.spatial), 1.0, "none")
-    else:
-        zoom = physical.zoom_for(model, layout, spacing, plane_zoom)
-    if by_pixel_size and model.metadata.diameter:
-        used = float(model.metadata.diameter) / zoom.plane  # what the zoom amounts to
+    zoom, used, estimated = _zoom(src, model, layout, diameter, spacing, physical_diameter, device)
     work = Rescaled.zoomed(src, layout, zoom.factors, zoom.plane)
     stitch = _stitch(model, layout, stitch_3d, instances, z_ratio * work.factor)
     # 2. The plan: normalisation, tiles, batches.
@@ -354,6 +333,32 @@ def _rescales(model: SegNet, diameter: float | None, estimated: bool) -> bool:
         return diameter is not None
     ratio = float(model.metadata.diameter) / diameter
     return not 1 / AUTO_TOLERANCE <= ratio <= AUTO_TOLERANCE
+
+
+def _zoom(
+    src, model: SegNet, layout: Layout, diameter, spacing, physical_diameter, device
+) -> tuple[physical.Zoom, float | None, bool]:
+    """The zoom per spatial axis, the diameter (pixels) it amounts to, and whether it
+    was estimated: from a diameter in pixels or in physical units, the model's pixel
+    size, or an estimate."""
+    if physical_diameter is not None:
+        diameter = float(physical_diameter) / physical.plane_spacing(spacing)
+        try:
+            _check_diameter(model, diameter)
+        except SegNetError as e:
+            raise SegNetError(
+                f"physical_diameter={physical_diameter:g} is {diameter:.3g} px at this spacing: {e}"
+            ) from None
+    if diameter is None:
+        return physical.Zoom(tuple(1.0 for _ in layout.spatial), 1.0, "none"), None, False
+    trained = model.metadata.diameter
+    if spacing is not None and diameter == "auto" and physical.model_pixel_size(model):
+        # The model's pixel size decides; nothing to estimate.
+        zoom = physical.zoom_for(model, layout, spacing, None)
+        return zoom, (float(trained) / zoom.plane if trained else None), False
+    used, estimated = _diameter(src, model, layout.axes, diameter, device)
+    plane_zoom = rescale_factor(model, used) if _rescales(model, used, estimated) else None
+    return physical.zoom_for(model, layout, spacing, plane_zoom), used, estimated
 
 
 def _physical_info(layout: Layout, spacing, zoom: physical.Zoom, used: float | None) -> dict:

@@ -266,13 +266,24 @@ class SegmentWidget(JobPanel, Container):
         if layer is None:
             return
         self.axes.value = layer_axes(layer)
-        self._show_scale()
+        self._follow_scale(layer)
         if self.model.value in BY_CHANNELS.values():  # a chosen trained model stays
             wanted = BY_CHANNELS[bool(getattr(layer, "rgb", False))]
             if wanted in self.model.choices:
                 self.model.value = wanted
 
-    def _show_scale(self) -> None:
+    def _follow_scale(self, layer) -> None:
+        """Show the layer's pixel size now and whenever its scale or units change."""
+        old = getattr(self, "_scale_layer", None)
+        for name in ("scale", "units"):
+            for lay, connect in ((old, False), (layer, True)):
+                event = getattr(getattr(lay, "events", None), name, None)
+                if event is not None:
+                    (event.connect if connect else event.disconnect)(self._show_scale)
+        self._scale_layer = layer
+        self._show_scale()
+
+    def _show_scale(self, *_) -> None:
         """The layer's pixel size (scale and units), read for ``spacing``."""
         layer = self.image.value
         try:
