@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli_ome
+from . import cli_ome, cli_physical
 from .cli_bioimageio import add_parser as add_bioimageio_parser
 
 
@@ -76,25 +76,33 @@ def _check_outputs(
     claimed.update(dict.fromkeys(targets.values(), name))
 
 
-def _write_results(targets: dict[str, Path], image, res, probabilities: bool) -> int:
-    """Write one input's results, each file whole or not at all; the number of objects."""
+def _write_results(
+    targets: dict[str, Path], image, res, probabilities: bool, phys: cli_physical.Physical
+) -> int:
+    """Write one input's results, each file whole or not at all; the number of objects.
+
+    Each TIFF keeps the input's axes, resolution and ImageJ/OME metadata (``phys``).
+    """
     import tifffile
     from skimage.io import imsave
 
     from napari_segnet.io.atomic import atomic_write
     from napari_segnet.io.images import overlay_png
 
-    def tif(key: str, data: np.ndarray, **kw) -> None:
+    def tif(key: str, data: np.ndarray, axes: str, **kw) -> None:
+        data, like = phys.tif(data, axes)
+        kw = {**kw, **like}
         atomic_write(targets[key], lambda t: tifffile.imwrite(t, data, compression="zlib", **kw))
 
-    tif("semantic", np.asarray(res.semantic))
+    tif("semantic", np.asarray(res.semantic), res.axes)
     n_obj = 0
     if res.instances is not None:
         inst = np.asarray(res.instances)
         n_obj = int(inst.max())
-        tif("instances", inst)
+        tif("instances", inst, res.axes)
     if probabilities:
-        tif("probabilities", np.asarray(res.probabilities), photometric="minisblack")
+        prob = np.asarray(res.probabilities)
+        tif("probabilities", prob, "C" + res.axes, photometric="minisblack")
     preview = overlay_png(np.asarray(image), res.instances, res.semantic)
     atomic_write(targets["overlay"], lambda t: imsave(t, preview, check_contrast=False))
     return n_obj
@@ -106,7 +114,9 @@ def _write_records(targets: dict[str, Path], image, res, source: str, rows: list
 
     table = None
     if "measurements" in targets:
-        table = cli_records.write_measurements(targets["measurements"], image, res)
+        table = cli_records.write_measurements(
+            targets["measurements"], image, res, res.info.get("spacing")
+        )
         if table is not None:
             rows.append({"image": source, **cli_records.summarize(table)})
     skipped = {"provenance", *(["instances"] if res.instances is None else [])}
@@ -134,6 +144,8 @@ def _segment(args: argparse.Namespace) -> int:
         RunOptions.check(model, args.tile_size, None, args.device, "auto", None)
         if args.diameter != "auto":
             rescale_factor(model, args.diameter)
+        if args.physical_diameter is not None and args.diameter != "auto":
+            raise ns.SegNetError("give --diameter (pixels) or --physical-diameter, not both")
     except ns.SegNetError as e:
         _error(e)
         return 2
@@ -172,12 +184,13 @@ def _segment(args: argparse.Namespace) -> int:
             targets = _outputs(out, stem, args)
             _check_outputs(targets, inputs, claimed, name, args)
             image = read_image(src) if isinstance(src, Path) else src
+            phys = cli_physical.physical(args, src, image)
             t = time.perf_counter()
-            colour = _is_rgb(image, args.axes)
+            colour = _is_rgb(image, phys.axes)
             res = ns.segment(
                 image,
                 colour_model if colour and colour_model is not None else model,
-                axes=args.axes,
+                **phys.segment_kwargs(args),
                 tile_size=args.tile_size,
                 device=args.device,
                 diameter=args.diameter,
@@ -186,7 +199,7 @@ def _segment(args: argparse.Namespace) -> int:
                 progress=_Bar(f"[{i}/{len(jobs)}] {stem}", not args.quiet),
             )
             dt = time.perf_counter() - t
-            n_obj = _write_results(targets, image, res, args.probabilities)
+            n_obj = _write_results(targets, image, res, args.probabilities, phys)
             _write_records(targets, image, res, name, summary_rows)
             shape = tuple(int(n) for n in image.shape)
             print(f"[{i}/{len(jobs)}] {stem}: {shape} in {dt:.1f} s, {n_obj} objects")
@@ -415,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--seed", type=int, default=0, help="seed of the --sample image")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     cli_ome.add_arguments(seg)
+    cli_physical.add_arguments(seg)
     seg.set_defaults(func=_segment)
 
     tr = sub.add_parser(

@@ -209,7 +209,9 @@ class ModelMeta:
     diameter : float or None
         Typical object diameter (pixels) in the training data.
     pixel_size : tuple of float or None
-        Pixel size of the training data, when known.
+        Pixel size of the training data, when known: one number, or one per spatial
+        axis (Z first), in µm by convention. :func:`segment` given ``spacing=`` zooms
+        images to it; ``ns.train(..., spacing=...)`` records it.
     trained : bool
         False for a freshly built network.
     instance_options : InstanceOptions

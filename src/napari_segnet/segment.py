@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import checks
+from .engine import physical
 from .engine.axes import Layout, make_layout
 from .engine.channels import match_channels
 from .engine.plan import Plan, RunOptions, as_source, check_image, make_plan
@@ -84,8 +85,10 @@ def segment(
     batch_size: int | None = None,
     device="auto",
     diameter: float | str | None = "auto",
+    spacing=None,
+    physical_diameter: float | None = None,
     stitch_3d: bool | None = None,
-    anisotropy: float = 1.0,
+    anisotropy: float | None = None,
     crf: bool | dict = False,
     instances: bool | None = None,
     instance_options: dict | None = None,
@@ -118,15 +121,30 @@ def segment(
         than 10 %; for models without one it means None. None: no rescaling.
         ``info["diameter"]`` holds the diameter used, ``info["diameter_estimated"]``
         whether it was estimated.
+    spacing : float or sequence of float, optional
+        Physical pixel size (e.g. µm) along each Z, Y and X axis of the image, in the
+        order of ``axes`` (one number: the same for all). With it, a model that
+        records the pixel size it was trained at (``model.meta["pixel_size"]``) is
+        matched when ``diameter`` is ``"auto"`` (no estimate is needed); in-plane
+        anisotropy is removed; a 3D model's Z axis is zoomed to the Z to XY ratio the
+        model was trained at (cubic voxels when it records none); and a 2D model's
+        slices are stitched with Z spacing over XY spacing as ``anisotropy``. Results
+        always come back on the input's grid. ``info["spacing"]`` and
+        ``info["zoom"]`` (per axis) say what was done.
+    physical_diameter : float, optional
+        Typical object diameter in the units of ``spacing`` (which it needs), e.g.
+        ``physical_diameter=10`` with ``spacing=0.65`` for 10 µm nuclei in 0.65 µm
+        pixels. Stands for ``diameter`` (pixels), which must then be left at "auto".
     stitch_3d : bool, optional
         With a 2D model and a ``Z`` axis: label 3D objects over the stacked slice
         probabilities (see :func:`~napari_segnet.postprocess.stitch.stitch_slices`)
         instead of each slice on its own. None: when the model is 2D, the axes hold
         ``Z`` and the model was trained on instances. ``T`` stays frame by frame.
         Stitching needs the probabilities in memory.
-    anisotropy : float
+    anisotropy : float, optional
         Z spacing over XY spacing, for stitching (seeds are found with distances
-        measured in these units).
+        measured in these units); None: from ``spacing``, else 1. Give ``spacing``
+        or ``anisotropy``, not both.
     crf : bool or dict
         Refine the probabilities with :func:`refine_crf` before labelling (a dict
         passes its parameters). For instance models (background, interior, boundary)
@@ -189,7 +207,8 @@ def segment(
     RunOptions.check(model, tile_size, batch_size, device, precision, border)
     _check_diameter(model, diameter)
     stitch_3d = checks.flag("stitch_3d", stitch_3d, optional=True)
-    anisotropy = checks.number("anisotropy", anisotropy, low=0, low_open=True)
+    if anisotropy is not None:
+        anisotropy = checks.number("anisotropy", anisotropy, low=0, low_open=True)
     if not isinstance(crf, (bool, np.bool_)):
         check_params(crf, model.n_classes)
     instances = checks.flag("instances", instances, optional=True)
@@ -209,6 +228,9 @@ def segment(
     options = results.instance_options(model, instance_options)
     if link is not None and "T" not in layout.out_axes:
         raise SegNetError(f"link_time needs a T axis, but the axes are {layout.axes!r}")
+    spacing = physical.check_spacing(spacing, layout.axes)
+    physical.check_physical_diameter(physical_diameter, spacing, diameter)
+    z_ratio = physical.stitch_anisotropy(spacing, anisotropy)
     params = {
         "axes": layout.axes,
         "tile_size": tile_size,
@@ -219,6 +241,8 @@ def segment(
         "diameter": diameter,
         "stitch_3d": stitch_3d,
         "anisotropy": anisotropy,
+        "spacing": spacing,
+        "physical_diameter": physical_diameter,
         # Every setting in full: the defaults with what was changed over them.
         "crf": {**CRFOptions().to_dict(), **results.crf_params(model, crf)} if crf else False,
         "instances": instances,
@@ -226,9 +250,9 @@ def segment(
         "normalization": model.meta.get("normalization"),
         "link_time": link,
     }
-    used, estimated = _diameter(src, model, layout.axes, diameter, device)
-    work = Rescaled.of(src, layout, model, used if _rescales(model, used, estimated) else None)
-    stitch = _stitch(model, layout, stitch_3d, instances, anisotropy * work.factor)
+    zoom, used, estimated = _zoom(src, model, layout, diameter, spacing, physical_diameter, device)
+    work = Rescaled.zoomed(src, layout, zoom.factors, zoom.plane)
+    stitch = _stitch(model, layout, stitch_3d, instances, z_ratio * work.factor)
     # 2. The plan: normalisation, tiles, batches.
     plan = make_plan(
         work.image, model, layout.axes, tile_size, batch_size, device, precision, border
@@ -239,9 +263,10 @@ def segment(
         "diameter_estimated": estimated,
         "rescale": work.factor,
         "stitch_3d": stitch is not None,
+        **_physical_info(layout, spacing, zoom, used),
         "notes": [note] if note else [],
     }
-    if output is not None and work.factor == 1.0 and not crf and stitch is None:
+    if output is not None and work.image is src and not crf and stitch is None:
         # 3a. Tiles straight into the store; instances block by block from there.
         with ZarrOutput(output) as store:
             res = _segment_into_store(work, model, plan, store, instances, options, run)
@@ -377,6 +402,45 @@ def _rescales(model: SegNet, diameter: float | None, estimated: bool) -> bool:
         return diameter is not None
     ratio = float(model.metadata.diameter) / diameter
     return not 1 / AUTO_TOLERANCE <= ratio <= AUTO_TOLERANCE
+
+
+def _zoom(
+    src, model: SegNet, layout: Layout, diameter, spacing, physical_diameter, device
+) -> tuple[physical.Zoom, float | None, bool]:
+    """The zoom per spatial axis, the diameter (pixels) it amounts to, and whether it
+    was estimated: from a diameter in pixels or in physical units, the model's pixel
+    size, or an estimate."""
+    if physical_diameter is not None:
+        diameter = float(physical_diameter) / physical.plane_spacing(spacing)
+        try:
+            _check_diameter(model, diameter)
+        except SegNetError as e:
+            raise SegNetError(
+                f"physical_diameter={physical_diameter:g} is {diameter:.3g} px at this spacing: {e}"
+            ) from None
+    if diameter is None:
+        return physical.Zoom(tuple(1.0 for _ in layout.spatial), 1.0, "none"), None, False
+    trained = model.metadata.diameter
+    if spacing is not None and diameter == "auto" and physical.model_pixel_size(model):
+        # The model's pixel size decides; nothing to estimate.
+        zoom = physical.zoom_for(model, layout, spacing, None)
+        return zoom, (float(trained) / zoom.plane if trained else None), False
+    used, estimated = _diameter(src, model, layout.axes, diameter, device)
+    plane_zoom = rescale_factor(model, used) if _rescales(model, used, estimated) else None
+    return physical.zoom_for(model, layout, spacing, plane_zoom), used, estimated
+
+
+def _physical_info(layout: Layout, spacing, zoom: physical.Zoom, used: float | None) -> dict:
+    """``info`` entries on physical scale (none without a spacing)."""
+    if spacing is None:
+        return {}
+    plane = physical.plane_spacing(spacing)
+    return {
+        "spacing": spacing,
+        "zoom": {layout.axes[i]: f for i, f in zip(layout.spatial, zoom.factors)},
+        "zoom_reason": zoom.reason,
+        "physical_diameter": None if used is None else used * plane,
+    }
 
 
 def _stitch(

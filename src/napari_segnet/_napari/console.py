@@ -6,6 +6,7 @@ from ..segment import SegmentResult, segment
 from .layers import layer_axes, layer_data
 from .measurements import features_of, intensity_image, measure_arrays
 from .results import ResultWriter
+from .scale import layer_spacing
 
 
 def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
@@ -20,7 +21,9 @@ def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
     model : SegNet or str
         A model, or a bundled model name / file path for :func:`load_model`.
     **kwargs
-        Passed to :func:`napari_segnet.segment` (axes, tile_size, diameter, crf, ...).
+        Passed to :func:`napari_segnet.segment` (axes, tile_size, diameter, crf, ...);
+        ``spacing`` defaults to the layer's scale when it has one (see
+        :func:`~napari_segnet._napari.scale.layer_spacing`).
 
     Returns
     -------
@@ -40,6 +43,8 @@ def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
         model = load_model(model)
         model.meta.setdefault("name", given)
     kwargs.setdefault("axes", layer_axes(layer))
+    if "spacing" not in kwargs and kwargs.get("anisotropy") is None:
+        kwargs["spacing"] = layer_spacing(layer, kwargs["axes"], kwargs["axes"])
     res = segment(layer_data(layer), model, **kwargs)
     name = str(model.meta.get("name") or "model")
     writer = ResultWriter(viewer, layer, name, kwargs["axes"], {}, model.metadata)

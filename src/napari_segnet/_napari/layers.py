@@ -76,7 +76,8 @@ def _kept_dims(layer, axes: str) -> list[int]:
 
 
 def result_kwargs(layer, axes: str | None = None) -> dict[str, Any]:
-    """Scale, translate and axis labels for results of ``layer`` (its channel axis dropped)."""
+    """Scale, translate, axis labels and units for results of ``layer`` (its channel axis
+    dropped)."""
     keep = _kept_dims(layer, axes or "")
     out = {
         "scale": tuple(float(layer.scale[i]) for i in keep),
@@ -85,6 +86,9 @@ def result_kwargs(layer, axes: str | None = None) -> dict[str, Any]:
     labels = getattr(layer, "axis_labels", None)
     if labels is not None:
         out["axis_labels"] = tuple(labels[i] for i in keep)
+    units = getattr(layer, "units", None)  # napari 0.5 and later
+    if units is not None:
+        out["units"] = tuple(units[i] for i in keep)
     return out
 
 
@@ -172,7 +176,9 @@ def put_layer(viewer, name: str, data, kind: str, like=None, **kwargs):
             for k, v in kwargs.items():
                 if k == "metadata":
                     layer.metadata = {**layer.metadata, **v}
-                elif k in UPDATED or (k in ("scale", "translate") and len(v) == layer.ndim):
+                elif k in UPDATED or (
+                    k in ("scale", "translate", "units") and len(v) == layer.ndim
+                ):
                     setattr(layer, k, v)
             return layer
     if name in viewer.layers:
@@ -182,4 +188,5 @@ def put_layer(viewer, name: str, data, kind: str, like=None, **kwargs):
         return add(data, name=name, **kwargs)
     except (TypeError, ValueError):
         kwargs.pop("axis_labels", None)
+        kwargs.pop("units", None)
         return add(data, name=name, **kwargs)

@@ -35,6 +35,7 @@ from .measurements import (
     write_csv,
 )
 from .results import ResultWriter, summary
+from .scale import layer_spacing, layer_unit, scale_text
 
 # The bundled model for grey layers and the one for colour (RGB) layers.
 BY_CHANNELS = {False: "nuclei", True: "nuclei_he"}
@@ -112,6 +113,15 @@ class SegmentWidget(JobPanel, Container):
             tooltip="Typical object diameter in this image, in pixels (about 5 to 200); the "
             "image is rescaled to the size the model was trained on. 0 estimates it.",
         )
+        self.physical = FloatSpinBox(
+            label="object diameter (layer units)",
+            min=0,
+            max=100000,
+            value=0,
+            tooltip="Typical object diameter in the layer's units (its scale, e.g. µm, as "
+            "shown under pixel size); used instead of the diameter in pixels. 0: not given.",
+        )
+        self.pixel_size = Label(value="", label="pixel size")
         self.out_prob = CheckBox(
             text="probabilities (one hidden layer per class)",
             value=False,
@@ -228,10 +238,12 @@ class SegmentWidget(JobPanel, Container):
                 self.model_file,
                 self.model_info,
                 self.axes,
+                self.pixel_size,
                 self.channel,
                 self.device,
                 self.tile,
                 self.diameter,
+                self.physical,
                 self.out_prob,
                 self.out_sem,
                 self.out_inst,
@@ -276,12 +288,34 @@ class SegmentWidget(JobPanel, Container):
         if layer is None:
             return
         self.axes.value = layer_axes(layer)
+        self._follow_scale(layer)
         if self.model.value in BY_CHANNELS.values():  # a chosen trained model stays
             wanted = BY_CHANNELS[bool(getattr(layer, "rgb", False))]
             if wanted in self.model.choices:
                 self.model.value = wanted
 
+    def _follow_scale(self, layer) -> None:
+        """Show the layer's pixel size now and whenever its scale or units change."""
+        old = getattr(self, "_scale_layer", None)
+        for name in ("scale", "units"):
+            for lay, connect in ((old, False), (layer, True)):
+                event = getattr(getattr(lay, "events", None), name, None)
+                if event is not None:
+                    (event.connect if connect else event.disconnect)(self._show_scale)
+        self._scale_layer = layer
+        self._show_scale()
+
+    def _show_scale(self, *_) -> None:
+        """The layer's pixel size (scale and units), read for ``spacing``."""
+        layer = self.image.value
+        try:
+            axes = check_axes(self.axes.value, layer)
+            self.pixel_size.value = scale_text(layer, axes)
+        except (SegNetError, AttributeError, TypeError):
+            self.pixel_size.value = ""
+
     def _axes_changed(self, *_) -> None:
+        self._show_scale()
         layer = self.image.value
         axes = self.axes.value.strip().upper()
         shown = layer is not None and "C" in axes and not getattr(layer, "rgb", False)
@@ -342,6 +376,7 @@ class SegmentWidget(JobPanel, Container):
     def restore_defaults(self, *_) -> None:
         """Every setting back to its default; the advanced ones to the model's values."""
         self.device.value, self.tile.value, self.diameter.value = "auto", 0, 0
+        self.physical.value = 0
         self.out_prob.value, self.out_sem.value, self.out_inst.value = False, True, True
         self.current.value, self.crf.value, self.advanced.value = False, False, False
         self.link_time.value = False
@@ -435,11 +470,13 @@ class SegmentWidget(JobPanel, Container):
             if self.crf.value
             else False
         )
+        used_axes = "".join(a for i, a in enumerate(axes) if i not in index)
         kwargs = {
-            "axes": "".join(a for i, a in enumerate(axes) if i not in index),
+            "axes": used_axes,
             "tile_size": self.tile.value or None,
             "device": self.device.value,
             "diameter": self.diameter.value or "auto",
+            **physical_kwargs(self, layer, full_axes, used_axes),
             "crf": crf,
             "instances": None if self.out_inst.value else False,
             "instance_options": instance_options,
@@ -500,9 +537,10 @@ class SegmentWidget(JobPanel, Container):
         for note in res.info.get("notes", []):
             show_info(f"napari-segnet: {note}")
         where = "slice on screen" if writer.index else ""
+        size = diameter_text(res.info, layer_unit(writer.source, layer_axes(writer.source)))
         self.status.value = (
             f"done{' (' + where + ')' if where else ''}: {summary(res, writer.meta)}"
-            f"\n{res.info['n_tiles']} tiles in {duration_text(seconds)}{diameter_text(res.info)}"
+            f"\n{res.info['n_tiles']} tiles in {duration_text(seconds)}{size}"
         )
 
 
@@ -522,10 +560,29 @@ def _ask_csv_path(name: str) -> str | None:
     return show(mode="w", caption="Save measurements", start_path=name, filter="*.csv") or None
 
 
-def diameter_text(info: dict) -> str:
+def physical_kwargs(panel: SegmentWidget, layer, axes: str, used_axes: str) -> dict:
+    """``spacing`` from the layer's scale and ``physical_diameter`` from the panel."""
+    spacing = layer_spacing(layer, axes, used_axes)
+    if not panel.physical.value:
+        return {"spacing": spacing}
+    if spacing is None:
+        raise SegNetError(
+            "the layer has no pixel size (scale 1, in pixels): set its scale (and units), "
+            "or give the object diameter in pixels"
+        )
+    if panel.diameter.value:
+        raise SegNetError("give the object diameter in pixels or in layer units, not both")
+    return {"spacing": spacing, "physical_diameter": panel.physical.value}
+
+
+def diameter_text(info: dict, unit: str = "units") -> str:
     """The diameter a run used, for the status line ("" when none)."""
     d = info.get("diameter")
     if d is None:
         return ""
     how = "estimated" if info.get("diameter_estimated") else "given"
+    if info.get("zoom_reason") == "pixel size":
+        how = "from the model's pixel size"
+    if info.get("physical_diameter") is not None:
+        return f", diameter {d:.1f} px = {info['physical_diameter']:.3g} {unit} ({how})"
     return f", diameter {d:.1f} px ({how})"

@@ -54,16 +54,25 @@ def rescale_factor(model: SegNet, diameter: float | None) -> float:
     return factor
 
 
-def check_zoom_memory(layout: Layout, factor: float) -> None:
-    """Refuse a zoom whose in-memory results would not fit the free memory."""
+def _factors(layout: Layout, factor) -> tuple[float, ...]:
+    """One zoom per spatial axis from one number or a sequence of them."""
+    if isinstance(factor, (tuple, list)):
+        return tuple(float(f) for f in factor)
+    return tuple(float(factor) for _ in layout.spatial)
+
+
+def check_zoom_memory(layout: Layout, factor) -> None:
+    """Refuse a zoom (one factor, or one per spatial axis) whose in-memory results would
+    not fit the free memory."""
     import psutil
 
-    zoomed = [max(1, round(s * factor)) for s in layout.spatial_shape]
+    zoomed = [max(1, round(s * f)) for s, f in zip(layout.spatial_shape, _factors(layout, factor))]
     pixels = float(np.prod(zoomed)) * float(np.prod(layout.outer_shape))
     need, free = pixels * ZOOM_BYTES, psutil.virtual_memory().available
     if need > free:
         raise SegNetError(
-            f"zooming by {factor:.3g} makes a {pixels:.3g}-pixel image that needs about "
+            f"zooming by {max(_factors(layout, factor)):.3g} makes a {pixels:.3g}-pixel image "
+            f"that needs about "
             f"{need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB are free; give a larger "
             "diameter or diameter=None"
         )
@@ -95,34 +104,48 @@ class Rescaled:
     image : array-like
         The input itself, or its zoomed float32 copy.
     factor : float
-        Zoom applied to the spatial axes (1: none).
+        Zoom applied to the spatial axes (1: none); the in-plane one when
+        ``factors`` differ.
+    factors : tuple of float, optional
+        Zoom of each spatial axis when they differ (anisotropic spacing).
     """
 
     layout: Layout
     image: object
     factor: float
+    factors: tuple[float, ...] | None = None
 
     @classmethod
     def of(cls, src, layout: Layout, model: SegNet, diameter: float | None) -> Rescaled:
-        factor = rescale_factor(model, diameter)
-        if factor == 1.0:
+        return cls.zoomed(src, layout, rescale_factor(model, diameter))
+
+    @classmethod
+    def zoomed(cls, src, layout: Layout, factor, plane: float | None = None) -> Rescaled:
+        """``src`` zoomed by ``factor`` (one number, or one per spatial axis).
+
+        ``plane`` is the in-plane zoom to report as ``factor`` (default: the first).
+        """
+        factors = _factors(layout, factor)
+        plane = factors[0] if plane is None else float(plane)
+        if all(f == 1.0 for f in factors):
             return cls(layout, src, 1.0)
-        check_zoom_memory(layout, factor)
+        check_zoom_memory(layout, factors)
         arr = np.asarray(src).astype(np.float32)
         checks.finite(arr, "image")
-        shape = [max(1, round(s * factor)) for s in layout.spatial_shape]
-        return cls(layout, zoom(arr, layout, shape, order=1), factor)
+        shape = [max(1, round(s * f)) for s, f in zip(layout.spatial_shape, factors)]
+        uneven = len(set(factors)) > 1
+        return cls(layout, zoom(arr, layout, shape, order=1), plane, factors if uneven else None)
 
     def restore_probabilities(self, prob: np.ndarray) -> np.ndarray:
         """``(C, *shape)`` probabilities back on the input's grid (linear)."""
-        if self.factor == 1.0:
+        if self.factor == 1.0 and self.factors is None:
             return prob
         full = (prob.shape[0], *self.layout.out_shape)
         return resize(prob, full, order=1, preserve_range=True).astype(np.float32)
 
     def restore_labels(self, labels: np.ndarray | None) -> np.ndarray | None:
         """Class or instance ids back on the input's grid (nearest neighbour)."""
-        if labels is None or self.factor == 1.0:
+        if labels is None or (self.factor == 1.0 and self.factors is None):
             return labels
         out = resize(
             labels, self.layout.out_shape, order=0, preserve_range=True, anti_aliasing=False

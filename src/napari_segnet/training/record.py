@@ -129,7 +129,10 @@ def write_meta(
     diameter = object_diameter(data.labels) if target == "instances" else None
     if training.get("diameter"):
         diameter = training["diameter"]["target"]
-    if spacing is not None:
+    if training.get("diameter"):
+        # Images rescaled to a common object size no longer share one pixel size.
+        pixel_size = None
+    elif spacing is not None:
         pixel_size = list(spacing)
     else:
         pixel_size = None if kept.pixel_size is None else list(kept.pixel_size)
