@@ -27,6 +27,7 @@ from ..segment import segment
 from ._common import model_choices, model_name, on_models_changed, report, resolve_model
 from .jobs import JobPanel, duration_text
 from .layers import check_axes, layer_axes, layer_data, results_of, slice_on_screen
+from .pairs import result_as_labels
 from .results import ResultWriter, summary
 
 # The bundled model for grey layers and the one for colour (RGB) layers.
@@ -197,6 +198,12 @@ class SegmentWidget(JobPanel, Container):
         self.clear_btn = PushButton(
             text="Clear results", tooltip="Remove the result layers of the chosen image."
         )
+        self.labels_btn = PushButton(
+            text="Use result as training labels",
+            tooltip="Copy the chosen image's instance (else semantic) result to a new "
+            "labels layer '<image> labels' to correct with the brush, eraser and fill; "
+            "the Train panel takes it as that image's labels.",
+        )
         self.hint = Label(value=CONSOLE_HINT)
         self._advanced = [self.interior, self.foreground, self.min_size]
         self._advanced += [self.norm_low, self.norm_high]
@@ -225,6 +232,7 @@ class SegmentWidget(JobPanel, Container):
                 self.defaults_btn,
                 *self.job_controls,
                 self.clear_btn,
+                self.labels_btn,
                 self.hint,
             ]
         )
@@ -238,6 +246,7 @@ class SegmentWidget(JobPanel, Container):
         self.cancel_btn.changed.connect(self.cancel)
         self.defaults_btn.changed.connect(self.restore_defaults)
         self.clear_btn.changed.connect(self.clear_results)
+        self.labels_btn.changed.connect(self.use_as_labels)
         on_models_changed(self._refresh_models)
         self._image_changed(self.image.value)
         self._model_changed()
@@ -335,6 +344,16 @@ class SegmentWidget(JobPanel, Container):
         for lay in results_of(self.viewer, None if layer is None else layer.name):
             self.viewer.layers.remove(lay)
         self.status.value = ""
+
+    def use_as_labels(self, *_):
+        """Copy the chosen image's result to an editable labels layer; returns it."""
+        try:
+            layer = result_as_labels(self.viewer, self.image.value)
+        except SegNetError as e:
+            report(e)
+            return None
+        self.status.value = f"'{layer.name}': correct it, then train on it in the Train panel"
+        return layer
 
     # ---------------------------------------------------------------- running
     def _request(self):
