@@ -186,3 +186,21 @@ def test_bad_input_notifies_and_changes_no_layer(make_napari_viewer, errors):
     # A labels layer given as the image (the panel's list offers only images).
     with pytest.raises(SegNetError, match="not an image"):
         pair_arrays([(l1, l1)], "instances")
+
+
+def test_layers_segment_menu_opens_the_panels(make_napari_viewer):
+    from napari._app_model import get_app_model
+
+    viewer = make_napari_viewer()
+    app = get_app_model()
+    shown = {
+        item.command.id: item.command.title
+        for item in app.menus.get_menu("napari/layers/segment")
+        if hasattr(item, "command")
+    }
+    assert shown["napari-segnet.segment_widget"] == "Segment (SegNet)"
+    assert shown["napari-segnet.train_widget"] == "Train (SegNet)"
+    visualize = [getattr(i, "command", None) for i in app.menus.get_menu("napari/layers/visualize")]
+    assert "napari-segnet.weight_map_widget" in [c.id for c in visualize if c is not None]
+    app.commands.execute_command("napari-segnet.train_widget")
+    assert "Train (SegNet)" in viewer.window.dock_widgets
