@@ -163,11 +163,12 @@ def correction_recipe(viewer) -> None:
     after = viewer.layers[f"cells B · {name} · instances"]
     for lay in viewer.layers:
         lay.visible = lay in (before, after)
-    viewer.grid.enabled = True
+    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid  # napari 0.9 moved it
+    grid.enabled = True
     viewer.reset_view()
     settle(1)
     viewer.screenshot(str(OUT / "correction_5_compare.png"), canvas_only=False)
-    viewer.grid.enabled = False
+    grid.enabled = False
     ap = [ns.metrics.average_precision(truth_b, lay.data) for lay in (before, after)]
     print(f"image B, AP@0.5 against its ground truth: bundled {ap[0]:.3f}, fine-tuned {ap[1]:.3f}")
 

@@ -204,3 +204,28 @@ def test_layers_segment_menu_opens_the_panels(make_napari_viewer):
     assert "napari-segnet.weight_map_widget" in [c.id for c in visualize if c is not None]
     app.commands.execute_command("napari-segnet.train_widget")
     assert "Train (SegNet)" in viewer.window.dock_widgets
+
+
+def test_train_on_a_stack_and_an_image_validates_each_annotated_slice(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    img, lab = ns.data.synthetic_nuclei(SHAPE, seed=3)
+    other, other_lab = ns.data.synthetic_nuclei(SHAPE, seed=4)
+    stack = viewer.add_image(np.stack([img, img, other, img, img]), name="stack")
+    # The middle slice is not annotated: it is left out, not taken as background.
+    stack_lab = viewer.add_labels(
+        np.stack([lab, np.zeros_like(lab), other_lab, np.zeros_like(lab), np.zeros_like(lab)]),
+        name="stack lab",
+    )
+    flat = viewer.add_image(other, name="flat")
+    flat_lab = viewer.add_labels(other_lab, name="flat lab")
+    t = _panel(viewer)
+    t.image.value, t.labels.value = stack, stack_lab
+    t.add_pair(flat, flat_lab)
+    _tiny(t)
+    t.start()
+    _wait(qtbot, t)
+    split = t.trained.meta["training"]["validation_split"]
+    assert [(e["image"], e["slice"]) for e in split] == [(0, [0]), (0, [2]), (1, [])]
+    assert "'stack': slice 0: X ≥ 163 px; slice 2: X ≥ 163 px" in t.split.value
+    rects = viewer.layers["stack · validation"].data
+    assert [r[0, 0] for r in rects] == [0, 2] and rects[0].shape == (4, 3)

@@ -27,7 +27,7 @@ class TrainingPairs:
     images: list[np.ndarray]
     labels: list[np.ndarray]
     names: list[str]  # the image layers' names
-    axes: str | None  # shared by every image, or None (guessed per image)
+    axes: list[str]  # of each image
     layers: list  # the image layers
 
 
@@ -44,7 +44,7 @@ def pair_arrays(pairs: list[tuple], target: str) -> TrainingPairs:
 
     if not pairs:
         raise SegNetError("choose an image layer and a labels layer")
-    images, labels, names, axes, layers, seen = [], [], [], set(), [], set()
+    images, labels, names, axes, layers, seen = [], [], [], [], [], set()
     for k, (img, lab) in enumerate(pairs, 1):
         if img is None or lab is None:
             raise SegNetError(f"pair {k}: choose an image layer and a labels layer")
@@ -69,10 +69,10 @@ def pair_arrays(pairs: list[tuple], target: str) -> TrainingPairs:
         images.append(image)
         labels.append(label.copy())  # training runs in a thread; the user may paint on
         names.append(img.name)
-        axes.add(layer_axes(img))
+        axes.append(layer_axes(img))
         layers.append(img)
     check_classes(target, labels)
-    return TrainingPairs(images, labels, names, axes.pop() if len(axes) == 1 else None, layers)
+    return TrainingPairs(images, labels, names, axes, layers)
 
 
 def split_text(split: list[dict], pairs: TrainingPairs) -> str:

@@ -351,7 +351,8 @@ class TrainWidget(JobPanel, Container):
             "max_time": None if self.epochs.value else self.minutes.value * 60,
             "device": self.device.value,
             # Stacks (Z/T) train a 2D network on their annotated slices.
-            "axes": pairs.axes,
+            # One string when the images agree, else one per image.
+            "axes": pairs.axes[0] if len(set(pairs.axes)) == 1 else pairs.axes,
             "model_options": None
             if fine_tune
             else {"depth": self.net_depth.value, "width": self.net_width.value},

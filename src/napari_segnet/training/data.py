@@ -67,7 +67,7 @@ def load_pairs(
     *,
     dims: int,
     in_channels: int | None,
-    axes: str | None,
+    axes: str | list[str] | None,
     norm_spec: dict,
     make_target,
 ) -> tuple[list[Pair], int]:
@@ -90,7 +90,8 @@ def load_pairs(
             raise SegNetError(f"image {i} has dtype {img.dtype}; give numeric images")
         if img.dtype.kind == "f" and np.isnan(img).any():
             raise SegNetError(f"image {i} contains NaN values")
-        ax = axes or guess_train_axes(img.shape, dims, channels)
+        given = axes[i] if isinstance(axes, (list, tuple)) else axes
+        ax = given or guess_train_axes(img.shape, dims, channels)
         n_ch = img.shape[ax.index("C")] if "C" in ax else 1
         if channels is None:
             channels = n_ch
