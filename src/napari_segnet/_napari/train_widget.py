@@ -27,7 +27,7 @@ from ..training.kinds import guess_target, target_warning
 from ._common import SESSION_MODELS, add_session_model, report
 from .jobs import JobPanel, duration_text
 from .layers import as_array, current_index, embed_plane, layer_kwargs, put_layer
-from .pairs import labels_for, pair_arrays, split_shapes, split_text
+from .pairs import LABELS_FOR, labels_for, pair_arrays, split_shapes, split_text
 from .plot import CurvePlot
 
 # Fewer optimisation steps than this rarely make a useful model from scratch.
@@ -265,7 +265,7 @@ class TrainWidget(JobPanel, Container):
     def _layer_added(self, event) -> None:
         """A labels layer made from a result of an image: train on that pair."""
         layer = event.value
-        image_name = layer.metadata.get("napari_segnet_labels_for")
+        image_name = layer.metadata.get(LABELS_FOR)
         if image_name is None or image_name not in self.viewer.layers or self.closed:
             return
         self.reset_choices()  # the new layer may not be among the choices yet
