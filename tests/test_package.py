@@ -46,7 +46,8 @@ def test_root_manifest_is_the_package_copy_valid_and_puts_widgets_in_menus():
     package = Path(ns.__file__).parent / "napari.yaml"
     # One source of truth: the package's copy is the root file, byte for byte.
     assert package.read_bytes() == ROOT_MANIFEST.read_bytes(), (
-        "napari.yaml differs from src/napari_segnet/napari.yaml: copy the root file over"
+        "src/napari_segnet/napari.yaml differs from the root napari.yaml: make it a link "
+        "to ../../napari.yaml (or a copy of it)"
     )
     manifest = npe2.PluginManifest.from_file(ROOT_MANIFEST)
     manifest.validate_imports()
