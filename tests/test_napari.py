@@ -297,19 +297,20 @@ def test_train_defaults_follow_the_labels(make_napari_viewer):
     _, t = viewer.window.add_plugin_dock_widget("napari-segnet", "Train")
     t.image.value = viewer.layers["nuclei (scribbles)"]
     t.labels.value = viewer.layers["scribbles"]
-    assert t.target.value == "scribbles" and not t.pretrained.enabled and not _shown(t.note)
+    assert t.target.value == "scribbles" and t.start_from.value == "new network"
+    assert not _shown(t.note) and t.net_depth.enabled
     t.labels.value = viewer.layers["instances"]
-    assert t.target.value == "instances" and t.pretrained.enabled
+    assert t.target.value == "instances" and t.start_from.value == "bundled model"
+    assert t.bundled.value == "nuclei" and _shown(t.bundled) and not _shown(t.start_file)
     assert not t.net_depth.enabled  # depth and width come from the bundled model
     t.target.value = "semantic"
     assert _shown(t.note) and "look like instance ids" in t.note.value
-    assert not t.pretrained.enabled and t.net_depth.enabled
-    t.target.value, t.arch.value = "instances", "dilated"
-    assert not t.pretrained.enabled
+    assert "bundled models segment instances" in t.note.value
+    t.target.value = "instances"
     t.epochs.value = 3
     assert not t.minutes.enabled
     t.epochs.value = 0
-    t.arch.value, t.pretrained.value, t.minutes.value = "unet", False, 0.5
+    t.start_from.value, t.minutes.value = "new network", 0.5
     assert "few steps only" in t.note.value
     assert t.minutes.min == 0.5
 
@@ -345,7 +346,7 @@ def test_train_widget_stop_keeps_a_model(make_napari_viewer, qtbot):
     viewer.add_labels(lab, name="lab")
     _, t = viewer.window.add_plugin_dock_widget("napari-segnet", "Train")
     t.image.value, t.labels.value = viewer.layers["img"], viewer.layers["lab"]
-    t.pretrained.value = False
+    t.start_from.value = "new network"
     t.net_depth.value, t.net_width.value, t.epochs.value = 2, 4, 500
     t.preview.value = False
     t.start()

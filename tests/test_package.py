@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import npe2
 
@@ -36,6 +37,31 @@ def test_manifest_is_found_and_valid():
         module, _, attr = cmd.python_name.partition(":")
         mod = __import__(module, fromlist=[attr])
         assert callable(getattr(mod, attr))
+
+
+ROOT_MANIFEST = Path(__file__).parents[1] / "napari.yaml"
+
+
+def test_root_manifest_is_the_package_copy_valid_and_puts_widgets_in_menus():
+    package = Path(ns.__file__).parent / "napari.yaml"
+    # One source of truth: the package's copy is the root file, byte for byte.
+    assert package.read_bytes() == ROOT_MANIFEST.read_bytes(), (
+        "src/napari_segnet/napari.yaml differs from the root napari.yaml: make it a link "
+        "to ../../napari.yaml (or a copy of it)"
+    )
+    manifest = npe2.PluginManifest.from_file(ROOT_MANIFEST)
+    manifest.validate_imports()
+    menus = {
+        menu: [item.command for item in items]
+        for menu, items in manifest.contributions.menus.items()
+    }
+    widgets = {w.command for w in manifest.contributions.widgets}
+    in_menus = {cmd for items in menus.values() for cmd in items}
+    assert in_menus == widgets
+    assert menus["napari/layers/segment"][:2] == [
+        "napari-segnet.segment_widget",
+        "napari-segnet.train_widget",
+    ]
 
 
 def test_console_script_help():

@@ -324,3 +324,24 @@ def test_instance_training_starts_from_the_bundled_model():
         ns.train(np.stack([img] * 3, -1), lab, axes="YXC", pretrained="nuclei", **kw)
     with pytest.raises(ns.SegNetError, match="architecture of a pretrained"):
         ns.train(img, lab, pretrained="nuclei", model_options={"depth": 2}, **kw)
+
+
+def test_stack_and_image_with_their_own_axes_record_the_validation_split():
+    img, lab = ns.data.synthetic_nuclei((96, 192), seed=3)
+    stack = np.stack([img] * 5)
+    # Slices 1, 3 and 4 are not annotated: they are left out, not taken as background.
+    stack_lab = np.stack([lab, 0 * lab, lab, 0 * lab, 0 * lab])
+    model = ns.train(
+        [stack, img],
+        [stack_lab, lab],
+        axes=["ZYX", "YX"],
+        epochs=1,
+        steps_per_epoch=1,
+        model_options={"depth": 2, "width": 4},
+        pretrained=None,
+    )
+    split = model.meta["training"]["validation_split"]
+    # Three annotated planes (fewer than four): a right-hand strip of each is held out.
+    assert [(e["image"], e["slice"]) for e in split] == [(0, [0]), (0, [2]), (1, [])]
+    cut = round(192 * (1 - 0.15))
+    assert all(e["start"] == round(cut / 192, 4) for e in split)

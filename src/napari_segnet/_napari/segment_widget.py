@@ -34,6 +34,7 @@ from .measurements import (
     measure_layer,
     write_csv,
 )
+from .pairs import result_as_labels
 from .results import ResultWriter, summary
 from .scale import layer_spacing, layer_unit, scale_text
 
@@ -226,6 +227,12 @@ class SegmentWidget(JobPanel, Container):
             tooltip="Measure the objects of the chosen image's instance layer as it is now "
             "(size, shape, intensity; in the layer's units) and save them as a CSV file.",
         )
+        self.labels_btn = PushButton(
+            text="Use result as training labels",
+            tooltip="Copy the chosen image's instance (else semantic) result to a new "
+            "labels layer '<image> labels' to correct with the brush, eraser and fill; "
+            "the Train panel takes it as that image's labels.",
+        )
         self.hint = Label(value=CONSOLE_HINT)
         self._advanced = [self.interior, self.foreground, self.min_size]
         self._advanced += [self.norm_low, self.norm_high]
@@ -258,6 +265,7 @@ class SegmentWidget(JobPanel, Container):
                 *self.job_controls,
                 self.clear_btn,
                 self.measure_btn,
+                self.labels_btn,
                 self.hint,
             ]
         )
@@ -272,6 +280,7 @@ class SegmentWidget(JobPanel, Container):
         self.defaults_btn.changed.connect(self.restore_defaults)
         self.clear_btn.changed.connect(self.clear_results)
         self.measure_btn.changed.connect(lambda *_: self.save_measurements())
+        self.labels_btn.changed.connect(self.use_as_labels)
         on_models_changed(self._refresh_models)
         self._image_changed(self.image.value)
         self._model_changed()
@@ -427,6 +436,16 @@ class SegmentWidget(JobPanel, Container):
             return None
         self.status.value = f"saved {len(table)} objects' measurements to {written}"
         return written
+
+    def use_as_labels(self, *_):
+        """Copy the chosen image's result to an editable labels layer; returns it."""
+        try:
+            layer = result_as_labels(self.viewer, self.image.value)
+        except SegNetError as e:
+            report(e)
+            return None
+        self.status.value = f"'{layer.name}': correct it, then train on it in the Train panel"
+        return layer
 
     # ---------------------------------------------------------------- running
     def _request(self):

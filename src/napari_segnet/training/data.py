@@ -27,6 +27,8 @@ class Pair:
     weight: np.ndarray
     labels: np.ndarray  # the user's labels (instances: for validation scores)
     source: int = 0  # index of the image the pair comes from
+    index: tuple[int, ...] = ()  # the slice of the image's stack (empty: the whole image)
+    start: float = 0.0  # where the pair begins along X, as a fraction of the image's width
 
     @property
     def n_labelled(self) -> int:
@@ -65,7 +67,7 @@ def load_pairs(
     *,
     dims: int,
     in_channels: int | None,
-    axes: str | None,
+    axes: str | list[str] | None,
     norm_spec: dict,
     make_target,
 ) -> tuple[list[Pair], int]:
@@ -88,7 +90,8 @@ def load_pairs(
             raise SegNetError(f"image {i} has dtype {img.dtype}; give numeric images")
         if img.dtype.kind == "f" and np.isnan(img).any():
             raise SegNetError(f"image {i} contains NaN values")
-        ax = axes or guess_train_axes(img.shape, dims, channels)
+        given = axes[i] if isinstance(axes, (list, tuple)) else axes
+        ax = given or guess_train_axes(img.shape, dims, channels)
         n_ch = img.shape[ax.index("C")] if "C" in ax else 1
         if channels is None:
             channels = n_ch
@@ -111,7 +114,8 @@ def load_pairs(
                 if not (lab_s > 0).any():
                     continue
                 tgt, w = make_target(lab_s)
-                pairs.append(Pair(apply_normalization(x[idx], stats[idx]), tgt, w, lab_s, i))
+                norm = apply_normalization(x[idx], stats[idx])
+                pairs.append(Pair(norm, tgt, w, lab_s, i, tuple(int(j) for j in idx)))
         else:
             s = stats.reshape(-1, 2)
             tgt, w = make_target(lab)
@@ -187,9 +191,10 @@ def split_validation(
             continue
         sl_a = (Ellipsis, slice(0, cut))
         sl_b = (Ellipsis, slice(cut, None))
-        a = (p.image[sl_a], p.target[sl_a], p.weight[sl_a], p.labels[sl_a], p.source)
+        a = (p.image[sl_a], p.target[sl_a], p.weight[sl_a], p.labels[sl_a], p.source, p.index)
         train.append(Pair(*a))
-        vp = Pair(p.image[sl_b], p.target[sl_b], p.weight[sl_b], p.labels[sl_b], p.source)
+        b = (p.image[sl_b], p.target[sl_b], p.weight[sl_b], p.labels[sl_b], p.source, p.index)
+        vp = Pair(*b, start=cut / width)
         if vp.n_labelled:
             val.append(vp)
     return train, val

@@ -47,7 +47,7 @@ def train(
     seed: int = 0,
     progress: Callable[[TrainingUpdate], None] | None = None,
     cancel: threading.Event | None = None,
-    axes: str | None = None,
+    axes: str | list[str] | None = None,
     dims: int = 2,
     model_options: dict[str, Any] | None = None,
     patch_size: int | tuple[int, ...] | None = None,
@@ -111,8 +111,9 @@ def train(
         Called with a :class:`TrainingUpdate` after every step and every epoch.
     cancel : threading.Event, optional
         Set it to stop within a step; the best model so far is returned.
-    axes : str, optional
-        Axes of the images (e.g. ``"YX"``, ``"YXC"``, ``"ZYX"``); guessed if None.
+    axes : str or list of str, optional
+        Axes of the images (e.g. ``"YX"``, ``"YXC"``, ``"ZYX"``), or one such string per
+        image when they differ (a stack with 2D images); guessed if None.
     dims : int
         2 or 3: the network's spatial dimensions when ``model`` is a name.
     model_options : dict, optional

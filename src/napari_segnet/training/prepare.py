@@ -141,7 +141,7 @@ def prepare_data(
     *,
     model: SegNet | None,
     dims: int,
-    axes: str | None,
+    axes: str | list[str] | None,
     spacing: Any,
     collection: Collection | None = None,
 ) -> TrainingData:
@@ -158,8 +158,8 @@ def prepare_data(
         None for a new network of ``dims`` dimensions.
     dims : int
         Spatial dimensions of a new network.
-    axes : str or None
-        Axes of the images; guessed when None.
+    axes : str, list of str or None
+        Axes of the images (one string for all, or one per image); guessed when None.
     spacing : sequence of float or None
         Pixel size per axis, for the weight map.
     collection : Collection, optional

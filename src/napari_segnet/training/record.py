@@ -91,9 +91,22 @@ def collection_record(data: TrainingData, plan: Plan) -> dict[str, Any]:
     }
 
 
+def split_record(plan: Plan) -> list[dict[str, Any]]:
+    """The validation data, one entry per held-out pair.
+
+    Each entry gives the ``image`` (its index in the images given), the ``slice`` of
+    its stack (empty for a 2D image or a volume) and ``start``: where along X the
+    held-out part begins, as a fraction of the image's width (0: the whole image).
+    """
+    return [
+        {"image": p.source, "slice": list(p.index), "start": round(float(p.start), 4)}
+        for p in plan.val_pairs
+    ]
+
+
 def extra_record(loop: EpochLoop, data: TrainingData, options: TrainOptions) -> dict[str, Any]:
     """What a run records beyond :func:`training_record`: collection, rescaling, resume."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"validation_split": split_record(loop.plan)}
     if data.collection is not None:
         out["collection"] = collection_record(data, loop.plan)
     if options.diameter is not None:

@@ -36,7 +36,7 @@ def rescale_pair(pair: Pair, factor: float, make_target: TargetMaker) -> Pair:
     image = np.stack([resample(c, shape, 1, smooth=True) for c in pair.image]).astype(np.float32)
     labels = resample(pair.labels, shape, 0)
     target, weight = make_target(labels)
-    return Pair(image, target, weight, labels, pair.source)
+    return Pair(image, target, weight, labels, pair.source, pair.index, pair.start)
 
 
 def rescale_to_diameter(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -49,7 +50,13 @@ def limit_pixels(pairs: list[Pair], limit: int) -> list[Pair]:
             break
         if p.labels.size > left:
             rows = max(1, left // int(np.prod(p.labels.shape[1:])))
-            p = Pair(p.image[:, :rows], p.target[:rows], p.weight[:rows], p.labels[:rows], p.source)
+            p = replace(
+                p,
+                image=p.image[:, :rows],
+                target=p.target[:rows],
+                weight=p.weight[:rows],
+                labels=p.labels[:rows],
+            )
         out.append(p)
         left -= p.labels.size
     return out
