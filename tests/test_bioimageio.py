@@ -295,6 +295,12 @@ def test_failed_export_writes_nothing(tmp_path):
         ns.export_bioimageio(_small(2), target, test_image=np.zeros((20, 20)))
     with pytest.raises(SegNetError, match="weight format"):
         ns.export_bioimageio(_small(2), target, weights=("onnx",))
+    with pytest.raises(SegNetError, match="SPDX"):
+        ns.export_bioimageio(_small(2), target, license="my own licence")
+    with pytest.raises(SegNetError, match=r"not be valid: authors\.0\.orcid"):
+        ns.export_bioimageio(
+            _small(2), target, authors=[{"name": "A", "orcid": "0000"}], weights=("torchscript",)
+        )
     assert list(tmp_path.iterdir()) == []
 
 
