@@ -297,7 +297,7 @@ def test_failed_export_writes_nothing(tmp_path):
         ns.export_bioimageio(_small(2), target, weights=("onnx",))
     with pytest.raises(SegNetError, match="SPDX"):
         ns.export_bioimageio(_small(2), target, license="my own licence")
-    with pytest.raises(SegNetError, match=r"not be valid: authors\.0\.orcid"):
+    with pytest.raises(SegNetError, match="not be valid: orcid"):
         ns.export_bioimageio(
             _small(2), target, authors=[{"name": "A", "orcid": "0000"}], weights=("torchscript",)
         )
