@@ -128,7 +128,8 @@ def _foreign_net(descr, trust_code: bool, where: str) -> torch.nn.Module:
     if not trust_code:
         raise ModelFileError(
             f"{where}: its network is defined by Python code in the package, and loading it "
-            "runs that code; do so only for packages you trust, with trust_code=True"
+            "runs that code; do so only for packages you trust, with trust_code=True "
+            "(command line: --trust-code; Segment panel: 'trust code in this package')"
         )
     arch = entry.architecture
     if hasattr(arch, "import_from"):
