@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from pathlib import Path
 
@@ -155,6 +156,7 @@ def _foreign_package(
     halo: int = 8,
     weights: str = "pytorch_state_dict",
     test_output: np.ndarray | None = None,
+    onnx_bytes: bytes | None = None,
 ) -> Path:
     """A package made the way the zoo's own tooling makes one: ``bioimageio.spec``'s build API."""
     net = _tiny_unet()
@@ -181,7 +183,20 @@ def _foreign_package(
             source=tmp_path / "w.pt", pytorch_version=v05.Version("2.1")
         )
     elif weights == "onnx":
-        (tmp_path / "w.onnx").write_bytes(b"not really an onnx model")
+        if onnx_bytes is None:
+            pytest.importorskip("onnx")  # torch writes ONNX with it
+            torch.onnx.export(
+                net,
+                (torch.zeros(1, 1, 32, 32),),
+                str(tmp_path / "w.onnx"),
+                dynamo=False,
+                opset_version=17,
+                input_names=["x"],
+                output_names=["y"],
+                dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}},
+            )
+        else:
+            (tmp_path / "w.onnx").write_bytes(onnx_bytes)
         entry = v05.OnnxWeightsDescr(source=tmp_path / "w.onnx", opset_version=17)
     else:
         (tmp_path / "w.zip").write_bytes(b"not really a saved model")
@@ -261,10 +276,35 @@ def test_code_in_a_package_runs_only_when_trusted(tmp_path):
         ns.load_model(_foreign_package(tmp_path))
 
 
-@pytest.mark.parametrize("weights", ["tensorflow_saved_model_bundle", "onnx"])
-def test_other_frameworks_name_the_supported_formats(tmp_path, weights):
-    with pytest.raises(ModelFileError, match=rf"\['{weights}'\] only.*torchscript.*pytorch_state"):
-        ns.load_model(_foreign_package(tmp_path, weights=weights))
+def test_tensorflow_package_names_the_supported_formats(tmp_path):
+    with pytest.raises(
+        ModelFileError, match=r"\['tensorflow_saved_model_bundle'\] only.*torchscript.*onnx"
+    ):
+        ns.load_model(_foreign_package(tmp_path, weights="tensorflow_saved_model_bundle"))
+
+
+@pytest.mark.parametrize("halo", [8, 0], ids=["package-halo", "measured-halo"])
+def test_foreign_onnx_package_runs_through_onnxruntime_without_trust(tmp_path, halo):
+    pytest.importorskip("onnxruntime")
+    model = ns.load_model(_foreign_package(tmp_path, weights="onnx", halo=halo))
+    assert model.halo >= 4 and model.divisor == 4
+    image = np.random.default_rng(4).normal(50.0, 10.0, (72, 100)).astype(np.float32)
+    tiled = ns.predict(image, model, "YX", tile_size=24, border=0)
+    assert np.abs(tiled - _untiled(_tiny_unet(), image)).max() <= 1e-5
+
+
+def test_onnx_package_without_onnxruntime_says_how_to_install(tmp_path, monkeypatch):
+    path = _foreign_package(tmp_path, weights="onnx", onnx_bytes=b"not an onnx graph")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # importing it fails
+    with pytest.raises(ModelFileError, match=r"ONNX weights.*napari-segnet\[onnx\]"):
+        ns.load_model(path)
+
+
+def test_broken_onnx_weights_are_a_clear_error(tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = _foreign_package(tmp_path, weights="onnx", onnx_bytes=b"not an onnx graph")
+    with pytest.raises(ModelFileError, match="ONNX weights cannot be read"):
+        ns.load_model(path)
 
 
 def _bad_packages(tmp_path: Path) -> dict[str, Path]:
