@@ -1,6 +1,6 @@
 """bioimage.io round trip and foreign-model tiling: output differences, in float32 on the CPU.
 
-Run: python benchmarks/bench_bioimageio.py   (needs napari-segnet[bioimageio] and pytest)
+Run: python benchmarks/bench_bioimageio.py   (needs napari-segnet[bioimageio,onnx], onnx, pytest)
 
 1. Each bundled model is exported as a package (state dict + TorchScript), re-imported
    with ``ns.load_model`` and run through ``ns.segment`` beside the native model, on the
@@ -11,9 +11,9 @@ Run: python benchmarks/bench_bioimageio.py   (needs napari-segnet[bioimageio] an
    core's default padding (by the halo, before its percentiles are taken).
 2. A foreign package (the test suite's small UNet from another code base, packaged with
    ``bioimageio.spec``'s build API) is run tiled (tiles of 32, 64 and 128 px, no mirror
-   border) against its
-   untiled forward pass on a 512 x 512 image, once with the halo the package declares
-   and once with the halo napari-segnet measures when the package gives none.
+   border) against its untiled forward pass on a 512 x 512 image, once with the halo
+   the package declares and once with the halo napari-segnet measures when the package
+   gives none; with its weights as a PyTorch state dict, and as ONNX run by onnxruntime.
 """
 
 from __future__ import annotations
@@ -89,17 +89,19 @@ def foreign(tmp: Path) -> None:
     print("\nforeign package: tiled (ns.segment, border=0) vs untiled forward, 512 x 512")
     image = np.random.default_rng(1).normal(50.0, 10.0, (512, 512)).astype(np.float32)
     want = _untiled(_tiny_unet(), image)
-    print(f"{'halo':28} {'tile px':>7} {'tiles':>5} {'max |dp|':>9}")
-    for halo, label in ((8, "declared by the package (8)"), (0, "measured")):
-        folder = tmp / f"foreign{halo}"
-        folder.mkdir()
-        model = ns.load_model(_foreign_package(folder, halo=halo), trust_code=True)
-        if not halo:
-            label = f"measured ({model.halo})"
-        for tile in (32, 64, 128):
-            res = ns.segment(image, model, "YX", tile_size=tile, border=0, diameter=None)
-            dp = float(np.abs(res.probabilities - want).max())
-            print(f"{label:28} {tile:7d} {res.info['n_tiles']:5d} {dp:9.2e}")
+    print(f"{'weights':18} {'halo':28} {'tile px':>7} {'tiles':>5} {'max |dp|':>9}")
+    for weights in ("pytorch_state_dict", "onnx"):
+        for halo, label in ((8, "declared by the package (8)"), (0, "measured")):
+            folder = tmp / f"{weights}{halo}"
+            folder.mkdir()
+            path = _foreign_package(folder, halo=halo, weights=weights)
+            model = ns.load_model(path, trust_code=weights == "pytorch_state_dict")
+            if not halo:
+                label = f"measured ({model.halo})"
+            for tile in (32, 64, 128):
+                res = ns.segment(image, model, "YX", tile_size=tile, border=0, diameter=None)
+                dp = float(np.abs(res.probabilities - want).max())
+                print(f"{weights:18} {label:28} {tile:7d} {res.info['n_tiles']:5d} {dp:9.2e}")
 
 
 def main() -> None:
