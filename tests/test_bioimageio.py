@@ -339,7 +339,7 @@ def test_cli_refuses_each_bad_package_and_writes_nothing(tmp_path, capsys):
         "not a package": "not a bioimage.io package",
         "wrong sha256": "sha256",
         "does not reproduce": "does not reproduce",
-        "tensorflow only": "runs ['torchscript', 'pytorch_state_dict']",
+        "tensorflow only": "runs ['torchscript', 'pytorch_state_dict', 'onnx']",
     }
     for kind, path in _bad_packages(tmp_path / "in").items():
         out = tmp_path / "out"
