@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def test_export_3d_folder_validates_and_round_trips(tmp_path):
     assert (path / "rdf.yaml").is_file()
     descr = _check_format(path)
     assert [a.type for a in descr.inputs[0].axes] == ["batch", "channel", "space", "space", "space"]
+    _core_test(path)
     again = ns.load_model(path)
     image, _ = ns.data.synthetic_nuclei((12, 40, 36), seed=2, diameter=8)
     want = ns.predict(image, model, "ZYX", tile_size=(12, 20, 20), border=0)
@@ -154,6 +156,7 @@ def _foreign_package(
     halo: int = 8,
     weights: str = "pytorch_state_dict",
     test_output: np.ndarray | None = None,
+    onnx_bytes: bytes | None = None,
 ) -> Path:
     """A package made the way the zoo's own tooling makes one: ``bioimageio.spec``'s build API."""
     net = _tiny_unet()
@@ -179,6 +182,22 @@ def _foreign_package(
         entry = v05.TorchscriptWeightsDescr(
             source=tmp_path / "w.pt", pytorch_version=v05.Version("2.1")
         )
+    elif weights == "onnx":
+        if onnx_bytes is None:
+            pytest.importorskip("onnx")  # torch writes ONNX with it
+            torch.onnx.export(
+                net,
+                (torch.zeros(1, 1, 32, 32),),
+                str(tmp_path / "w.onnx"),
+                dynamo=False,
+                opset_version=17,
+                input_names=["x"],
+                output_names=["y"],
+                dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}},
+            )
+        else:
+            (tmp_path / "w.onnx").write_bytes(onnx_bytes)
+        entry = v05.OnnxWeightsDescr(source=tmp_path / "w.onnx", opset_version=17)
     else:
         (tmp_path / "w.zip").write_bytes(b"not really a saved model")
         entry = v05.TensorflowSavedModelBundleWeightsDescr(
@@ -258,8 +277,76 @@ def test_code_in_a_package_runs_only_when_trusted(tmp_path):
 
 
 def test_tensorflow_package_names_the_supported_formats(tmp_path):
-    with pytest.raises(ModelFileError, match=r"torchscript.*pytorch_state_dict"):
+    with pytest.raises(
+        ModelFileError, match=r"\['tensorflow_saved_model_bundle'\] only.*torchscript.*onnx"
+    ):
         ns.load_model(_foreign_package(tmp_path, weights="tensorflow_saved_model_bundle"))
+
+
+@pytest.mark.parametrize("halo", [8, 0], ids=["package-halo", "measured-halo"])
+def test_foreign_onnx_package_runs_through_onnxruntime_without_trust(tmp_path, halo):
+    pytest.importorskip("onnxruntime")
+    model = ns.load_model(_foreign_package(tmp_path, weights="onnx", halo=halo))
+    assert model.halo >= 4 and model.divisor == 4
+    image = np.random.default_rng(4).normal(50.0, 10.0, (72, 100)).astype(np.float32)
+    tiled = ns.predict(image, model, "YX", tile_size=24, border=0)
+    assert np.abs(tiled - _untiled(_tiny_unet(), image)).max() <= 1e-5
+
+
+def test_onnx_package_without_onnxruntime_says_how_to_install(tmp_path, monkeypatch):
+    path = _foreign_package(tmp_path, weights="onnx", onnx_bytes=b"not an onnx graph")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # importing it fails
+    with pytest.raises(ModelFileError, match=r"ONNX weights.*napari-segnet\[onnx\]"):
+        ns.load_model(path)
+
+
+def test_broken_onnx_weights_are_a_clear_error(tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = _foreign_package(tmp_path, weights="onnx", onnx_bytes=b"not an onnx graph")
+    with pytest.raises(ModelFileError, match="ONNX weights cannot be read"):
+        ns.load_model(path)
+
+
+def _bad_packages(tmp_path: Path) -> dict[str, Path]:
+    """One of each kind of bad input, each in a folder of its own."""
+    bad = {}
+    for kind in ("not a package", "wrong sha256", "does not reproduce", "tensorflow only"):
+        folder = tmp_path / kind.replace(" ", "_")
+        folder.mkdir(parents=True)
+        if kind == "not a package":
+            bad[kind] = folder / "photos.zip"
+            with zipfile.ZipFile(bad[kind], "w") as z:
+                z.writestr("a.txt", "hello")
+        elif kind == "wrong sha256":
+            good = _foreign_package(folder, weights="torchscript")
+            bad[kind] = folder / "bad.zip"
+            with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad[kind], "w") as dst:
+                for item in src.infolist():
+                    data = src.read(item)
+                    dst.writestr(item, data + b"\0" if item.filename == "w.pt" else data)
+        elif kind == "does not reproduce":
+            wrong = np.full((1, 64, 64), 0.5, np.float32)
+            bad[kind] = _foreign_package(folder, weights="torchscript", test_output=wrong)
+        else:
+            bad[kind] = _foreign_package(folder, weights="tensorflow_saved_model_bundle")
+    return bad
+
+
+def test_cli_refuses_each_bad_package_and_writes_nothing(tmp_path, capsys):
+    from napari_segnet.cli import main
+
+    expected = {
+        "not a package": "not a bioimage.io package",
+        "wrong sha256": "sha256",
+        "does not reproduce": "does not reproduce",
+        "tensorflow only": "runs ['torchscript', 'pytorch_state_dict', 'onnx']",
+    }
+    for kind, path in _bad_packages(tmp_path / "in").items():
+        out = tmp_path / "out"
+        argv = ["segment", "--model", str(path), "--sample", "nuclei", "--out", str(out)]
+        assert main([*argv, "--trust-code"]) == 2, kind
+        assert expected[kind] in capsys.readouterr().err.replace("SHA256", "sha256"), kind
+        assert not out.exists(), kind
 
 
 def test_package_whose_test_output_does_not_reproduce(tmp_path):
@@ -295,6 +382,12 @@ def test_failed_export_writes_nothing(tmp_path):
         ns.export_bioimageio(_small(2), target, test_image=np.zeros((20, 20)))
     with pytest.raises(SegNetError, match="weight format"):
         ns.export_bioimageio(_small(2), target, weights=("onnx",))
+    with pytest.raises(SegNetError, match="SPDX"):
+        ns.export_bioimageio(_small(2), target, license="my own licence")
+    with pytest.raises(SegNetError, match="not be valid: orcid"):
+        ns.export_bioimageio(
+            _small(2), target, authors=[{"name": "A", "orcid": "0000"}], weights=("torchscript",)
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -326,3 +419,31 @@ def test_cli_exports_a_package_that_segments_through_the_cli(tmp_path):
     out = tmp_path / "out"
     code = main(["segment", "--model", str(package), "--sample", "nuclei", "--out", str(out)])
     assert code == 0 and any(out.glob("*_semantic.tif"))
+
+
+def test_native_models_need_no_bioimageio_and_packages_say_how_to_install(tmp_path):
+    """The plain install: bioimageio.spec hidden, native models work, packages explain."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["bioimageio"] = None  # as if not installed: importing it fails
+        import numpy as np
+        import napari_segnet as ns
+        m = ns.build_model("unet", depth=2, width=4, n_classes=3)
+        ns.save_model(m, {str(tmp_path / "m.segnet")!r})
+        m = ns.load_model({str(tmp_path / "m.segnet")!r})
+        ns.segment(np.zeros((64, 64), np.float32), m, diameter=None)
+        try:
+            ns.export_bioimageio(m, {str(tmp_path / "m.zip")!r})
+        except ns.SegNetError as e:
+            print(e)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'napari-segnet[bioimageio]'" in done.stdout
+    assert not (tmp_path / "m.zip").exists()

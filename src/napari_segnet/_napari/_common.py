@@ -59,13 +59,14 @@ def model_name(choice: str, path, model: SegNet) -> str:
     return choice
 
 
-def resolve_model(choice: str, path) -> SegNet:
+def resolve_model(choice: str, path, trust_code: bool = False) -> SegNet:
+    """The model a panel's picker names; ``trust_code`` goes to bioimage.io packages."""
     if choice in SESSION_MODELS:
         return SESSION_MODELS[choice]
     if choice == "from file...":
         if not path or str(path) in (".", ""):
             raise SegNetError('choose a model file first (the "model file" field)')
-        return load_model(path)
+        return load_model(path, trust_code=trust_code)
     return load_model(choice)
 
 

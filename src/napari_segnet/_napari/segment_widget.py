@@ -22,6 +22,7 @@ from napari.utils.notifications import show_info
 
 from ..engine.devices import available_devices
 from ..errors import SegNetError
+from ..io.bioimageio_import import is_package
 from ..options import CRFOptions, InstanceOptions, Normalization
 from ..segment import segment
 from ._common import model_choices, model_name, on_models_changed, report, resolve_model
@@ -77,6 +78,14 @@ class SegmentWidget(JobPanel, Container):
             filter="*.segnet *.zip *.yaml",
             visible=False,
             tooltip="A .segnet file, or a bioimage.io package (.zip or rdf.yaml).",
+        )
+        self.trust = CheckBox(
+            text="trust code in this package",
+            value=False,
+            visible=False,
+            tooltip="WARNING: this bioimage.io package defines its network in Python code, "
+            "and loading it runs that code with your permissions (it could read or delete "
+            "files). Tick only for packages from a source you trust.",
         )
         self.model_info = Label(value="", label="about")
         self.axes = LineEdit(
@@ -243,6 +252,7 @@ class SegmentWidget(JobPanel, Container):
                 self.image,
                 self.model,
                 self.model_file,
+                self.trust,
                 self.model_info,
                 self.axes,
                 self.pixel_size,
@@ -271,6 +281,7 @@ class SegmentWidget(JobPanel, Container):
         )
         self.model.changed.connect(self._model_changed)
         self.model_file.changed.connect(self._model_changed)
+        self.trust.changed.connect(self._model_changed)
         self.image.changed.connect(self._image_changed)
         self.axes.changed.connect(self._axes_changed)
         self.crf.changed.connect(self._crf_changed)
@@ -335,19 +346,29 @@ class SegmentWidget(JobPanel, Container):
 
     def _loaded(self):
         """The chosen model (loaded once per choice), or None when it cannot be read."""
-        key = (self.model.value, str(self.model_file.value))
+        key = (self.model.value, str(self.model_file.value), self.trust.value)
         if key not in self._models:
             try:
-                self._models[key] = resolve_model(self.model.value, self.model_file.value)
-            except SegNetError:
+                self._models[key] = resolve_model(*key)
+            except Exception as e:  # trusted package code may raise anything
+                self._load_error = e
                 return None
         return self._models[key]
 
     def _model_changed(self, *_) -> None:
-        self.model_file.visible = self.model.value == "from file..."
+        from_file = self.model.value == "from file..."
+        path = self.model_file.value
+        self.model_file.visible = from_file
+        # (.visible reads back False while the panel itself is hidden)
+        self.trust.visible = from_file and is_package(path)
+        self._load_error = None
         model = self._loaded()
         if model is None:
-            self.model_info.value = "choose a model file" if self.model_file.visible else ""
+            if self._load_error is not None and from_file and str(path) not in ("", "."):
+                report(self._load_error)  # a file that is not a model says why at once
+                self.model_info.value = "cannot be loaded: see the notification"
+            else:
+                self.model_info.value = "choose a model file" if from_file else ""
             return
         meta = model.metadata
         about = str(meta.extra.get("description") or "").split(". ")[0][:70]
@@ -452,7 +473,7 @@ class SegmentWidget(JobPanel, Container):
         layer = self.image.value
         if layer is None:
             raise SegNetError("choose an image layer first")
-        model = resolve_model(self.model.value, self.model_file.value)
+        model = resolve_model(self.model.value, self.model_file.value, self.trust.value)
         meta = model.metadata
         axes = full_axes = check_axes(self.axes.value, layer)
         data = layer_data(layer)

@@ -275,6 +275,13 @@ def export_bioimageio(
     spec_pkg = require_spec()
     from bioimageio.spec.model import v0_5 as spec
 
+    try:
+        spec.LicenseId(license)
+    except ValueError:
+        raise SegNetError(
+            f"license {license!r} is not an SPDX licence identifier bioimage.io accepts "
+            "(e.g. MIT, Apache-2.0, BSD-3-Clause, CC-BY-4.0)"
+        ) from None
     out = Path(path)
     if out.exists() and not overwrite:
         raise ModelFileError(f"{out} exists already; choose another path or pass overwrite=True")
@@ -292,48 +299,63 @@ def export_bioimageio(
         docs.write_text(folder / "README.md", docs.readme(model, name, description))
         example = torch.from_numpy(np.zeros((1, model.in_channels) + (minimum,) * model.dims))
         entries = _weights(model, folder, weights, example.float())
-        descr = spec.ModelDescr(
-            name=name,
-            description=description,
-            authors=[
-                spec.Author(**a) if isinstance(a, dict) else spec.Author(name=str(a))
-                for a in (authors or ["napari-segnet user"])
-            ],
-            cite=[
-                spec.CiteEntry(**c)
-                for c in (
-                    cite
-                    or [
-                        {
-                            "text": "Ronneberger, Fischer and Brox: U-Net: Convolutional "
-                            "Networks for Biomedical Image Segmentation (MICCAI 2015)",
-                            "doi": "10.1007/978-3-319-24574-4_28",
-                        }
-                    ]
-                )
-            ],
-            license=license,
-            documentation=spec.FileDescr(source=folder / "README.md"),
-            covers=[spec.FileDescr(source=folder / "cover.png")],
-            tags=["napari-segnet", "segmentation", f"{model.dims}d", model.arch],
-            inputs=[inputs],
-            outputs=[outputs],
-            weights=spec.WeightsDescr(**entries),
-            config=spec.Config(
-                bioimageio=spec.BioimageioConfig(
-                    reproducibility_tolerance=[
-                        spec.ReproducibilityTolerance(
-                            absolute_tolerance=TOLERANCE,
-                            relative_tolerance=TOLERANCE,
-                            mismatched_elements_per_million=0,
-                        )
-                    ]
+        try:
+            descr = spec.ModelDescr(
+                name=name,
+                description=description,
+                authors=[
+                    spec.Author(**a) if isinstance(a, dict) else spec.Author(name=str(a))
+                    for a in (authors or ["napari-segnet user"])
+                ],
+                cite=[
+                    spec.CiteEntry(**c)
+                    for c in (
+                        cite
+                        or [
+                            {
+                                "text": "Ronneberger, Fischer and Brox: U-Net: Convolutional "
+                                "Networks for Biomedical Image Segmentation (MICCAI 2015)",
+                                "doi": "10.1007/978-3-319-24574-4_28",
+                            }
+                        ]
+                    )
+                ],
+                license=license,
+                documentation=spec.FileDescr(source=folder / "README.md"),
+                covers=[spec.FileDescr(source=folder / "cover.png")],
+                tags=["napari-segnet", "segmentation", f"{model.dims}d", model.arch],
+                inputs=[inputs],
+                outputs=[outputs],
+                weights=spec.WeightsDescr(**entries),
+                config=spec.Config(
+                    bioimageio=spec.BioimageioConfig(
+                        reproducibility_tolerance=[
+                            spec.ReproducibilityTolerance(
+                                absolute_tolerance=TOLERANCE,
+                                relative_tolerance=TOLERANCE,
+                                mismatched_elements_per_million=0,
+                            )
+                        ]
+                    ),
+                    **{CONFIG_KEY: {"config": model.config, "meta": meta}},
                 ),
-                **{CONFIG_KEY: {"config": model.config, "meta": meta}},
-            ),
-        )
+            )
+        except ValueError as e:  # pydantic's ValidationError: a field the format rejects
+            raise SegNetError(f"the package would not be valid: {_spec_errors(e)}") from None
         _save(spec_pkg, descr, out, folder, overwrite)
     return out
+
+
+def _spec_errors(exc: ValueError) -> str:
+    """A validation error in a line: the fields at fault and the start of each message."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc).splitlines()[0]
+    parts = []
+    for e in errors()[:3]:
+        where = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
+        parts.append(f"{where}: {e['msg'][:100]}")
+    return "; ".join(parts)
 
 
 def _save(spec_pkg, descr, out: Path, folder: Path, overwrite: bool) -> None:

@@ -27,10 +27,11 @@ from ..models.base import SegNet
 from ..models.package import PackageNet, receptive_radius
 from ..models.registry import build_from_config
 from .bioimageio_export import CONFIG_KEY, require_spec
+from .bioimageio_onnx import INSTALL, OnnxModule
 from .bioimageio_ops import normalization_and_ops, postprocessing_ops
 from .model_files import FORMAT, FORMAT_VERSION, check_header
 
-SUPPORTED = ("torchscript", "pytorch_state_dict")
+SUPPORTED = ("torchscript", "pytorch_state_dict", "onnx")
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 
 
@@ -120,15 +121,20 @@ def _foreign_net(descr, trust_code: bool, where: str) -> torch.nn.Module:
         except RuntimeError as e:
             raise ModelFileError(f"{where}: the TorchScript weights cannot be read: {e}") from None
     entry = weights.pytorch_state_dict
+    if weights.onnx is not None and (entry is None or not trust_code):
+        # An ONNX graph is data for onnxruntime: no code of the package runs.
+        return OnnxModule(_read(weights.onnx), where)
     if entry is None:
         found = sorted(weights.available_formats)
         raise ModelFileError(
-            f"{where} has weights for {found} only; napari-segnet runs {list(SUPPORTED)}"
+            f"{where} has weights for {found} only; napari-segnet runs {list(SUPPORTED)} "
+            f"(onnx with onnxruntime: {INSTALL})"
         )
     if not trust_code:
         raise ModelFileError(
             f"{where}: its network is defined by Python code in the package, and loading it "
-            "runs that code; do so only for packages you trust, with trust_code=True"
+            "runs that code; do so only for packages you trust, with trust_code=True "
+            "(command line: --trust-code; Segment panel: 'trust code in this package')"
         )
     arch = entry.architecture
     if hasattr(arch, "import_from"):
@@ -201,8 +207,10 @@ def _measure_halo(model: PackageNet) -> int:
     """The receptive-field radius, on inputs grown until the field fits inside."""
     size = model._valid(64)
     limit = 512 if model.dims == 2 else 128
+    # onnxruntime has no gradients: there, which outputs a change of the input moves.
+    by = "perturbation" if isinstance(model.net, OnnxModule) else "gradient"
     while True:
-        r = receptive_radius(model, model.in_channels, model.dims, size, model.divisor)
+        r = receptive_radius(model, model.in_channels, model.dims, size, model.divisor, by=by)
         if 2 * r + 2 < size or size >= limit:
             return r
         size = model._valid(2 * size)
@@ -230,7 +238,8 @@ def load_bioimageio(
         The package.
     trust_code : bool
         Allow a state-dict package whose architecture is Python code (running it can do
-        anything that code does). TorchScript and napari-segnet packages never need it.
+        anything that code does). TorchScript, ONNX (with onnxruntime) and napari-segnet
+        packages never need it.
     device : str or torch.device
         Where to put the weights.
     check : bool

@@ -60,6 +60,6 @@ def load_model(
             f"{name!r} is neither a bundled model ({available_models() or 'none bundled'}) "
             "nor an existing file: give a bundled model's name or the path of a .segnet file"
         )
-    if is_package(p):
+    if is_package(p) or p.suffix == ".zip":  # a zip is never a .segnet file
         return load_bioimageio(p, trust_code=trust_code, device=device)
     return load_model_file(p, device)

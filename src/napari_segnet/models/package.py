@@ -109,7 +109,9 @@ def from_axes(y: torch.Tensor, axes: Sequence[str]) -> torch.Tensor:
     return y.permute(*(axes.index(a) for a in ["batch", "channel", *_spatial_ids(axes)]))
 
 
-def receptive_radius(module: nn.Module, channels: int, dims: int, size: int, step: int) -> int:
+def receptive_radius(
+    module: nn.Module, channels: int, dims: int, size: int, step: int, by: str = "gradient"
+) -> int:
     """The receptive-field radius of ``module`` measured by back-propagation.
 
     The gradient of the output summed over a centre block of ``step`` pixels per axis
@@ -117,14 +119,26 @@ def receptive_radius(module: nn.Module, channels: int, dims: int, size: int, ste
     non-zero exactly where the input can change that block; the radius is how far
     that region reaches beyond the block. ``size`` (a valid input size) should exceed
     twice the radius; the caller grows it while the field reaches the border.
+
+    ``by="perturbation"`` is for modules without gradients (onnxruntime): the outputs
+    that change when the centre block of the input changes; for convolutions the same
+    reach, seen from the other side.
     """
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn((1, channels) + (size,) * dims, generator=gen).requires_grad_(True)
+    x = torch.randn((1, channels) + (size,) * dims, generator=gen)
     lo = size // 2 // step * step
-    with torch.enable_grad():
-        y = module(x)
-        y[(slice(None), slice(None), *(slice(lo, lo + step),) * dims)].sum().backward()
-    hit = (x.grad.abs().sum(dim=(0, 1)) > 0).nonzero()
+    block = (slice(None), slice(None), *(slice(lo, lo + step),) * dims)
+    if by == "perturbation":
+        with torch.no_grad():
+            moved = x.clone()
+            moved[block] += 1.0 + torch.rand(moved[block].shape, generator=gen)
+            changed = (module(moved) - module(x)).abs().sum(dim=(0, 1)) > 0
+        hit = changed.nonzero()
+    else:
+        x.requires_grad_(True)
+        with torch.enable_grad():
+            module(x)[block].sum().backward()
+        hit = (x.grad.abs().sum(dim=(0, 1)) > 0).nonzero()
     if len(hit) == 0:
         return 0
     return int(max((lo - hit).max(), (hit - (lo + step - 1)).max(), 0))
