@@ -18,7 +18,7 @@ def anchor_sizes(diameter: float, n_levels: int) -> list[float]:
     Objects from a quarter to four times the typical diameter then overlap some anchor
     by IoU 0.5 or more, which is what the proposal network needs to learn them.
     """
-    return [diameter / 2 * 2**i for i in range(n_levels)]
+    return [diameter * 2**i for i in range(n_levels)]
 
 
 def level_anchors(size: float, stride: int, height: int, width: int, device) -> torch.Tensor:
