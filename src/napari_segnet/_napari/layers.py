@@ -172,6 +172,8 @@ def put_layer(viewer, name: str, data, kind: str, like=None, **kwargs):
             for k, v in kwargs.items():
                 if k == "metadata":
                     layer.metadata = {**layer.metadata, **v}
+                elif k == "features":
+                    layer.features = v
                 elif k in UPDATED or (k in ("scale", "translate") and len(v) == layer.ndim):
                     setattr(layer, k, v)
             return layer

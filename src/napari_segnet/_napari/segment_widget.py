@@ -105,6 +105,16 @@ class SegmentWidget(JobPanel, Container):
             tooltip="Typical object diameter in this image, in pixels (about 5 to 200); the "
             "image is rescaled to the size the model was trained on. 0 estimates it.",
         )
+        self.score = FloatSpinBox(
+            label="score threshold",
+            min=0,
+            max=1,
+            step=0.05,
+            value=0.5,
+            visible=False,
+            tooltip="Mask R-CNN models: smallest detection score (0 to 1) kept as an object; "
+            "lower finds more, and more false, objects.",
+        )
         self.out_prob = CheckBox(
             text="probabilities (one hidden layer per class)",
             value=False,
@@ -213,6 +223,7 @@ class SegmentWidget(JobPanel, Container):
                 self.device,
                 self.tile,
                 self.diameter,
+                self.score,
                 self.out_prob,
                 self.out_sem,
                 self.out_inst,
@@ -280,6 +291,7 @@ class SegmentWidget(JobPanel, Container):
     def _model_changed(self, *_) -> None:
         self.model_file.visible = self.model.value == "from file..."
         model = self._loaded()
+        self.score.visible = model is not None and model.arch == "maskrcnn"
         if model is None:
             self.model_info.value = "choose a model file" if self.model_file.visible else ""
             return
@@ -292,6 +304,8 @@ class SegmentWidget(JobPanel, Container):
 
     def _model_defaults(self, model) -> None:
         """Thresholds and normalisation as the model stores them."""
+        if model.arch == "maskrcnn":
+            self.score.value = float(model.config["score_threshold"])
         meta = model.metadata
         opts, norm = meta.instance_options, meta.normalization
         self.interior.value, self.foreground.value = (
@@ -387,6 +401,8 @@ class SegmentWidget(JobPanel, Container):
             "instances": None if self.out_inst.value else False,
             "instance_options": instance_options,
         }
+        if model.arch == "maskrcnn":
+            kwargs["detection"] = {"score_threshold": self.score.value}
         name = model_name(self.model.value, self.model_file.value, model)
         picked = {axes[i]: v for i, v in index.items()}
         writer = ResultWriter(self.viewer, layer, name, full_axes, picked, meta)
@@ -415,7 +431,7 @@ class SegmentWidget(JobPanel, Container):
         if self.out_sem.value:
             writer.put("semantic", res.semantic)
         if self.out_inst.value and res.instances is not None:
-            writer.put("instances", res.instances)
+            writer.put("instances", res.instances, features=res.objects)
         if self.out_prob.value:
             writer.put_probabilities(res.probabilities)
         for note in res.info.get("notes", []):

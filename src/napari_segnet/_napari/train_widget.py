@@ -17,6 +17,7 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_warning
 
 from ..engine import predict
+from ..segment import segment
 from ..engine.devices import available_devices
 from ..errors import SegNetError
 from ..io.model_files import save_model
@@ -68,9 +69,10 @@ class TrainWidget(JobPanel, Container):
         self.note = Label(value="", label="note")
         self.arch = ComboBox(
             label="architecture",
-            choices=["unet", "deconvnet", "dilated"],
+            choices=["unet", "deconvnet", "dilated", "maskrcnn"],
             tooltip="unet: the default; deconvnet: encoder-decoder; dilated: no downsampling, "
-            "sharp borders, slower.",
+            "sharp borders, slower; maskrcnn: boxes then a mask per box (instances of 2D "
+            "images; overlapping objects), slower to train.",
         )
         self.net_depth = SpinBox(
             label="depth",
@@ -179,6 +181,7 @@ class TrainWidget(JobPanel, Container):
         self.pretrained.enabled = applies
         from_bundled = applies and self.pretrained.value
         self.net_depth.enabled = self.net_width.enabled = not from_bundled
+        self.net_depth.enabled &= self.arch.value != "maskrcnn"
         self.minutes.enabled = self.epochs.value == 0
         notes = []
         layer = self.labels.value
@@ -186,6 +189,8 @@ class TrainWidget(JobPanel, Container):
             warning = target_warning(np.asarray(as_array(layer.data)), self.target.value)
             if warning:
                 notes.append(warning)
+        if self.arch.value == "maskrcnn" and self.target.value != "instances":
+            notes.append("maskrcnn learns from instance labels only: choose 'instances'")
         if self.epochs.value == 0 and self.minutes.value < SHORT_BUDGET and not from_bundled:
             notes.append(
                 f"{self.minutes.value:g} min trains a new network for a few steps only: "
@@ -231,6 +236,8 @@ class TrainWidget(JobPanel, Container):
             "model_options": {"depth": self.net_depth.value, "width": self.net_width.value},
             "pretrained": None,
         }
+        if self.arch.value == "maskrcnn":  # no depth; the other options are the UNet's
+            kwargs.update(model_options={"width": self.net_width.value})
         if self.pretrained.value and self._pretrained_applies():
             kwargs.update(pretrained="auto", model_options=None)
         preview = self.preview.value
@@ -246,8 +253,7 @@ class TrainWidget(JobPanel, Container):
                 item = {"update": update}
                 if preview and update.kind == "epoch" and update.model is not None:
                     try:
-                        prob = predict(plane, update.model, axes=plane_axes, device=device)
-                        item["preview"] = prob.argmax(0).astype(np.uint8)
+                        item["preview"] = _preview(plane, update.model, plane_axes, device)
                     except Exception:  # a preview must never stop training
                         pass
                 emit(item)
@@ -273,7 +279,7 @@ class TrainWidget(JobPanel, Container):
                 put_layer(
                     self.viewer,
                     f"{layer.name} · training preview",
-                    embed_plane(item["preview"], layer, index, dtype=np.uint8),
+                    embed_plane(item["preview"], layer, index, dtype=item["preview"].dtype),
                     "labels",
                     like=layer,
                     opacity=0.5,
@@ -324,3 +330,10 @@ class TrainWidget(JobPanel, Container):
             report(SegNetError(f"could not write {path} ({e}); choose another place to save"))
             return
         self.status.value = f"saved {written}"
+
+
+def _preview(plane: np.ndarray, model, axes: str, device: str) -> np.ndarray:
+    """Labels of the slice on screen: classes, or a detector's objects."""
+    if model.arch == "maskrcnn":
+        return segment(plane, model, axes=axes, device=device).instances.astype(np.int32)
+    return predict(plane, model, axes=axes, device=device).argmax(0).astype(np.uint8)
