@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -17,10 +19,10 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_warning
 
 from ..engine import predict
-from ..segment import segment
 from ..engine.devices import available_devices
 from ..errors import SegNetError
 from ..io.model_files import save_model
+from ..segment import segment
 from ..training import train
 from ..training.kinds import guess_target, target_warning
 from ._common import add_session_model, report
@@ -252,10 +254,8 @@ class TrainWidget(JobPanel, Container):
             def progress(update):
                 item = {"update": update}
                 if preview and update.kind == "epoch" and update.model is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # a preview never stops training
                         item["preview"] = _preview(plane, update.model, plane_axes, device)
-                    except Exception:  # a preview must never stop training
-                        pass
                 emit(item)
 
             return train(image, labels, progress=progress, cancel=cancel, **kwargs)
