@@ -7,7 +7,7 @@ benchmarks/dsb2018_split.csv and scored on the ``val`` rows (the split by image 
 bench_accuracy.py uses; the held-out test share is not touched). Each run is a fresh
 process, so its peak resident memory is its own. Prints one markdown table
 (docs/benchmarks.md, docs/maskrcnn.md); with ``--out`` also writes results.json and
-the first held-out image's predictions there (scripts/plot_maskrcnn_bench.py draws the
+the first held-out image's predictions there (benchmarks/plot_maskrcnn.py draws the
 figure from them).
 
 Run: python benchmarks/bench_maskrcnn.py [--seconds 300] [--dsb PATH] [--limit 40] [--out DIR]

@@ -188,6 +188,17 @@ def test_trained_network_tiled_gives_the_single_tile_objects(trained):
     assert len(whole.scores) > 40 and (best >= 0.95).mean() >= 0.9
 
 
+def test_a_patch_without_objects_trains_as_background():
+    # Random patches of sparse images often hold no object at all.
+    empty = targets_of(np.zeros((64, 64), np.int32))
+    assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 64, 64)
+    model = ns.build_model("maskrcnn", width=4, fpn_width=8, diameter=12.0).train()
+    _, lab = ns.data.synthetic_nuclei((64, 64), seed=1, diameter=12)
+    loss = model(torch.randn(2, 1, 64, 64), [empty, targets_of(lab)])
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
 def test_tiled_equals_single_tile():
     _, lab = ns.data.synthetic_nuclei((200, 200), seed=3, diameter=14, touching=0.0)
     image = (lab > 0).astype(np.float32)

@@ -22,8 +22,9 @@ from .rpn import RPN, anchor_sizes, match, sample
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 STRIDES = (4, 8, 16)
 BOX_POOL, MASK_POOL = 7, 14
-# Boxes per training image for the heads (a quarter positive at most): fewer than
-# the usual 512 since patches are small and hold tens of objects, not hundreds.
+# Boxes per training image for the heads (half positive at most): fewer than the
+# usual 512 since patches are small, and more positives than the usual quarter so
+# each of the tens of objects in a patch is seen.
 ROIS_PER_IMAGE = 128
 
 
@@ -138,7 +139,7 @@ class MaskRCNN(SegNet):
 
     Options (``config``): ``width`` (backbone channels at full resolution, doubled per
     stage), ``fpn_width`` (pyramid and head channels), ``diameter`` (expected object
-    diameter in pixels: anchors span a quarter to four times it), ``max_diameter``
+    diameter in pixels: anchors of one to four times it), ``max_diameter``
     (largest object expected, pixels; the tile overlap of tiled inference, default
     four diameters), ``score_threshold`` and ``nms_threshold`` (defaults of
     :func:`~napari_segnet.engine.detect.detect`).
@@ -169,7 +170,11 @@ class MaskRCNN(SegNet):
         return float(value) if value else 4 * self.diameter
 
     def _levels(self, boxes: torch.Tensor) -> torch.Tensor:
-        """The pyramid level to pool each box from: the one whose anchors fit its size."""
+        """The pyramid level to pool each box from: the finest up to about 2.8 diameters.
+
+        Small objects need the stride-4 map: at stride 8 a nucleus is a cell or two,
+        too coarse to place a box or draw a mask.
+        """
         size = torch.sqrt(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1))
         lvl = torch.round(torch.log2(size / (2 * self.diameter)))
         return lvl.clamp(0, len(STRIDES) - 1).long()
