@@ -61,7 +61,9 @@ def targets_of(labels: np.ndarray) -> dict[str, torch.Tensor]:
     h, w = labels.shape
     return {
         "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.bool),
+        "masks": torch.from_numpy(np.stack(masks))
+        if masks
+        else torch.zeros((0, h, w), dtype=torch.bool),
         "classes": torch.ones(len(boxes), dtype=torch.long),
     }
 
