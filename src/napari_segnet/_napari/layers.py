@@ -176,6 +176,8 @@ def put_layer(viewer, name: str, data, kind: str, like=None, **kwargs):
             for k, v in kwargs.items():
                 if k == "metadata":
                     layer.metadata = {**layer.metadata, **v}
+                elif k == "features":
+                    layer.features = v
                 elif k in UPDATED or (
                     k in ("scale", "translate", "units") and len(v) == layer.ndim
                 ):

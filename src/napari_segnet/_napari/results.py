@@ -78,17 +78,25 @@ class ResultWriter:
         full[idx] = plane
         return full
 
-    def put(self, output: str, data, features=None):
-        """A labels output (``"semantic"`` or ``"instances"``); ``features`` (a
-        measurement table) becomes the layer's features. Returns the layer."""
+    def put(self, output: str, data, features: dict | None = None):
+        """A labels output (``"semantic"`` or ``"instances"``); returns the layer.
+
+        ``features`` (a per-object table with a ``label`` column, e.g. a detector's
+        scores and boxes) becomes the layer's features, shown under the cursor.
+        """
         name = result_name(self.source.name, self.model, output)
-        full = self._full(name, np.asarray(data), ids=output == "instances")
-        layer = put_layer(
-            self.viewer, name, full, "labels", metadata=self._meta(output), **self.kwargs
+        plane = np.asarray(data)
+        full = self._full(name, plane, ids=output == "instances")
+        extra = {}
+        if features and len(features.get("label", ())):
+            table = {k: np.asarray(v) for k, v in features.items()}
+            if self.index:  # the slice's ids were shifted above the other slices'
+                idx = tuple(self.index.get(a, slice(None)) for a in self.out_axes)
+                table["label"] = table["label"] + int(full[idx].max()) - int(plane.max())
+            extra["features"] = {"index": table["label"], **table}
+        return put_layer(
+            self.viewer, name, full, "labels", metadata=self._meta(output), **extra, **self.kwargs
         )
-        if features is not None:
-            layer.features = features
-        return layer
 
     def put_probabilities(self, prob) -> None:
         """One image layer per class, hidden at first, additive so several can be shown."""

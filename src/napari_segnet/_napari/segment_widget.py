@@ -132,6 +132,16 @@ class SegmentWidget(JobPanel, Container):
             "shown under pixel size); used instead of the diameter in pixels. 0: not given.",
         )
         self.pixel_size = Label(value="", label="pixel size")
+        self.score = FloatSpinBox(
+            label="score threshold",
+            min=0,
+            max=1,
+            step=0.05,
+            value=0.5,
+            visible=False,
+            tooltip="Mask R-CNN models: smallest detection score (0 to 1) kept as an object; "
+            "lower finds more, and more false, objects.",
+        )
         self.out_prob = CheckBox(
             text="probabilities (one hidden layer per class)",
             value=False,
@@ -261,6 +271,7 @@ class SegmentWidget(JobPanel, Container):
                 self.tile,
                 self.diameter,
                 self.physical,
+                self.score,
                 self.out_prob,
                 self.out_sem,
                 self.out_inst,
@@ -363,6 +374,7 @@ class SegmentWidget(JobPanel, Container):
         self.trust.visible = from_file and is_package(path)
         self._load_error = None
         model = self._loaded()
+        self.score.visible = model is not None and model.arch == "maskrcnn"
         if model is None:
             if self._load_error is not None and from_file and str(path) not in ("", "."):
                 report(self._load_error)  # a file that is not a model says why at once
@@ -379,6 +391,8 @@ class SegmentWidget(JobPanel, Container):
 
     def _model_defaults(self, model) -> None:
         """Thresholds and normalisation as the model stores them."""
+        if model.arch == "maskrcnn":
+            self.score.value = float(model.config["score_threshold"])
         meta = model.metadata
         opts, norm = meta.instance_options, meta.normalization
         self.interior.value, self.foreground.value = (
@@ -522,6 +536,8 @@ class SegmentWidget(JobPanel, Container):
             "instance_options": instance_options,
         }
         kwargs["link_time"] = self.link_time.value and "T" in kwargs["axes"]
+        if model.arch == "maskrcnn":
+            kwargs["detection"] = {"score_threshold": self.score.value}
         name = model_name(self.model.value, self.model_file.value, model)
         picked = {axes[i]: v for i, v in index.items()}
         writer = ResultWriter(self.viewer, layer, name, full_axes, picked, meta)
@@ -567,11 +583,11 @@ class SegmentWidget(JobPanel, Container):
         if self.out_sem.value:
             writer.put("semantic", res.semantic)
         if self.out_inst.value and res.instances is not None:
-            layer = writer.put("instances", res.instances)
+            layer = writer.put("instances", res.instances, features=res.objects)
             if table is None and writer.index:  # one slice of a stack: measure it whole
                 table = _measure_or_none(layer, writer.source)
             if table is not None:
-                layer.features = features_of(table)
+                layer.features = _with_detections(features_of(table), layer.features)
         if self.out_prob.value:
             writer.put_probabilities(res.probabilities)
         for note in res.info.get("notes", []):
@@ -582,6 +598,14 @@ class SegmentWidget(JobPanel, Container):
             f"done{' (' + where + ')' if where else ''}: {summary(res, writer.meta)}"
             f"\n{res.info['n_tiles']} tiles in {duration_text(seconds)}{size}"
         )
+
+
+def _with_detections(table, current):
+    """The measurements with a detector's per-object columns (score, box) joined by label."""
+    if "label" not in current or "score" not in current:
+        return table
+    extra = current.drop(columns=[c for c in current.columns if c in table and c != "label"])
+    return table.merge(extra, on="label", how="left")
 
 
 def _measure_or_none(layer, source):

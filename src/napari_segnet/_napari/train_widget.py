@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -22,6 +24,7 @@ from ..engine.devices import available_devices
 from ..errors import SegNetError
 from ..io.bundled import available_models, load_model
 from ..io.model_files import save_model
+from ..segment import segment
 from ..training import train
 from ..training.kinds import guess_target, target_warning
 from ._common import SESSION_MODELS, add_session_model, report
@@ -103,9 +106,10 @@ class TrainWidget(JobPanel, Container):
         self.note = Label(value="", label="note")
         self.arch = ComboBox(
             label="architecture",
-            choices=["unet", "deconvnet", "dilated"],
+            choices=["unet", "deconvnet", "dilated", "maskrcnn"],
             tooltip="unet: the default; deconvnet: encoder-decoder; dilated: no downsampling, "
-            "sharp borders, slower.",
+            "sharp borders, slower; maskrcnn: boxes then a mask per box (instances of 2D "
+            "images; overlapping objects), slower to train.",
         )
         self.net_depth = SpinBox(
             label="depth",
@@ -291,6 +295,7 @@ class TrainWidget(JobPanel, Container):
         self.start_file.visible = start == FILE
         new = start == NEW
         self.arch.enabled = self.net_depth.enabled = self.net_width.enabled = new
+        self.net_depth.enabled &= self.arch.value != "maskrcnn"
         self.minutes.enabled = self.epochs.value == 0
         notes = []
         layer = self.labels.value
@@ -300,6 +305,8 @@ class TrainWidget(JobPanel, Container):
                 notes.append(warning)
         if start == BUNDLED and self.target.value != "instances":
             notes.append("the bundled models segment instances: start from a new network")
+        if new and self.arch.value == "maskrcnn" and self.target.value != "instances":
+            notes.append("maskrcnn learns from instance labels only: choose 'instances'")
         if self.epochs.value == 0 and self.minutes.value < SHORT_BUDGET and new:
             notes.append(
                 f"{self.minutes.value:g} min trains a new network for a few steps only: "
@@ -358,6 +365,8 @@ class TrainWidget(JobPanel, Container):
             else {"depth": self.net_depth.value, "width": self.net_width.value},
             "pretrained": None,
         }
+        if not fine_tune and self.arch.value == "maskrcnn":  # no depth
+            kwargs.update(model_options={"width": self.net_width.value})
         preview = self.preview.value
         index = current_index(self.viewer, img_layer)
         image = pairs.images[0]
@@ -373,11 +382,8 @@ class TrainWidget(JobPanel, Container):
             def progress(update):
                 item = {"update": update}
                 if preview and update.kind == "epoch" and update.model is not None:
-                    try:
-                        prob = predict(plane, update.model, axes=plane_axes, device=device)
-                        item["preview"] = prob.argmax(0).astype(np.uint8)
-                    except Exception:  # a preview must never stop training
-                        pass
+                    with contextlib.suppress(Exception):  # a preview never stops training
+                        item["preview"] = _preview(plane, update.model, plane_axes, device)
                 emit(item)
 
             return train(pairs.images, pairs.labels, progress=progress, cancel=cancel, **kwargs)
@@ -401,7 +407,7 @@ class TrainWidget(JobPanel, Container):
                 put_layer(
                     self.viewer,
                     f"{layer.name} · training preview",
-                    embed_plane(item["preview"], layer, index, dtype=np.uint8),
+                    embed_plane(item["preview"], layer, index, dtype=item["preview"].dtype),
                     "labels",
                     like=layer,
                     opacity=0.5,
@@ -474,3 +480,10 @@ class TrainWidget(JobPanel, Container):
             report(SegNetError(f"could not write {path} ({e}); choose another place to save"))
             return
         self.status.value = f"saved {written}"
+
+
+def _preview(plane: np.ndarray, model, axes: str, device: str) -> np.ndarray:
+    """Labels of the slice on screen: classes, or a detector's objects."""
+    if model.arch == "maskrcnn":
+        return segment(plane, model, axes=axes, device=device).instances.astype(np.int32)
+    return predict(plane, model, axes=axes, device=device).argmax(0).astype(np.uint8)

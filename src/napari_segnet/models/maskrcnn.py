@@ -22,9 +22,10 @@ from .rpn import RPN, anchor_sizes, match, sample
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 STRIDES = (4, 8, 16)
 BOX_POOL, MASK_POOL = 7, 14
-# Boxes per training image for the heads (a quarter positive at most): fewer than
-# the usual 512 since patches are small and hold tens of objects, not hundreds.
-ROIS_PER_IMAGE = 64
+# Boxes per training image for the heads (half positive at most): fewer than the
+# usual 512 since patches are small, and more positives than the usual quarter so
+# each of the tens of objects in a patch is seen.
+ROIS_PER_IMAGE = 128
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -120,7 +121,11 @@ class MaskHead(nn.Module):
         layers: list[nn.Module] = []
         for i in range(4):
             cin = channels if i == 0 else hidden
-            layers += [nn.Conv2d(cin, hidden, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(cin, hidden, 3, padding=1, bias=False),
+                nn.GroupNorm(min(8, hidden), hidden),
+                nn.ReLU(inplace=True),
+            ]
         layers += [nn.ConvTranspose2d(hidden, hidden, 2, stride=2), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(hidden, 1, 1))
         self.body = nn.Sequential(*layers)
@@ -134,7 +139,7 @@ class MaskRCNN(SegNet):
 
     Options (``config``): ``width`` (backbone channels at full resolution, doubled per
     stage), ``fpn_width`` (pyramid and head channels), ``diameter`` (expected object
-    diameter in pixels: anchors span a quarter to four times it), ``max_diameter``
+    diameter in pixels: anchors of one to four times it), ``max_diameter``
     (largest object expected, pixels; the tile overlap of tiled inference, default
     four diameters), ``score_threshold`` and ``nms_threshold`` (defaults of
     :func:`~napari_segnet.engine.detect.detect`).
@@ -165,9 +170,13 @@ class MaskRCNN(SegNet):
         return float(value) if value else 4 * self.diameter
 
     def _levels(self, boxes: torch.Tensor) -> torch.Tensor:
-        """The pyramid level to pool each box from: the one whose anchors fit its size."""
+        """The pyramid level to pool each box from: the finest up to about 2.8 diameters.
+
+        Small objects need the stride-4 map: at stride 8 a nucleus is a cell or two,
+        too coarse to place a box or draw a mask.
+        """
         size = torch.sqrt(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1))
-        lvl = torch.round(torch.log2(size / (self.diameter / 2)))
+        lvl = torch.round(torch.log2(size / (2 * self.diameter)))
         return lvl.clamp(0, len(STRIDES) - 1).long()
 
     def _pool(self, levels: list[torch.Tensor], boxes: list[torch.Tensor], size: int):
@@ -199,12 +208,13 @@ class MaskRCNN(SegNet):
         gt_boxes = [t["boxes"] for t in targets]
         gen = getattr(self, "sampling_generator", None)
         loss = RPN.loss(logits, deltas, anchors, gt_boxes, gen)
+        parts = {"rpn": float(loss.detach())}
         proposals = RPN.proposals(logits, deltas, anchors, size, 300, 150)
         rois, cls_t, box_t, mask_rois, mask_t = [], [], [], [], []
         for props, t in zip(proposals, targets):
             boxes = torch.cat([props, t["boxes"]])
             labels, matched = match(box_iou(t["boxes"], boxes), 0.5, 0.5, allow_low=False)
-            pos, neg = sample(labels, ROIS_PER_IMAGE, 0.25, gen)
+            pos, neg = sample(labels, ROIS_PER_IMAGE, 0.5, gen)
             idx = torch.cat([pos, neg])
             rois.append(boxes[idx])
             cls = torch.zeros(len(idx), dtype=torch.long, device=boxes.device)
@@ -219,13 +229,16 @@ class MaskRCNN(SegNet):
         cls_logits, box_deltas = self.box_head(self._pool(levels, rois, BOX_POOL))
         cls_all = torch.cat(cls_t)
         loss = loss + F.cross_entropy(cls_logits, cls_all)
+        parts["cls"] = float(loss.detach()) - parts["rpn"]
         fg = torch.nonzero(cls_all > 0).flatten()
         if fg.numel():
             loss = loss + F.smooth_l1_loss(
                 box_deltas[fg], torch.cat(box_t), beta=1 / 9, reduction="sum"
             ) / max(cls_all.numel(), 1)
+            parts["box"] = float(loss.detach()) - parts["rpn"] - parts["cls"]
             mask_logits = self.mask_head(self._pool(levels, mask_rois, MASK_POOL))
             loss = loss + F.binary_cross_entropy_with_logits(mask_logits, torch.cat(mask_t).float())
+        self.loss_parts = parts
         return loss
 
     def _detect(self, levels, logits, deltas, anchors, size) -> list[dict]:

@@ -49,8 +49,10 @@ ARCHITECTURES: dict[str, tuple[type[SegNet], dict[str, Any]]] = {
             "fpn_width": 32,
             "diameter": 16.0,
             "max_diameter": None,
-            "score_threshold": 0.5,
-            "nms_threshold": 0.5,
+            # Chosen on held-out synthetic nuclei: a box IoU of 0.3 already marks
+            # a duplicate of a compact object (boxes of touching nuclei overlap less).
+            "score_threshold": 0.6,
+            "nms_threshold": 0.3,
         },
     ),
 }

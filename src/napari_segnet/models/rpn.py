@@ -13,12 +13,13 @@ ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
 
 def anchor_sizes(diameter: float, n_levels: int) -> list[float]:
-    """One anchor size per pyramid level: half the expected diameter, doubling per level.
+    """One anchor size per pyramid level: the expected diameter, doubling per level.
 
-    Objects from a quarter to four times the typical diameter then overlap some anchor
-    by IoU 0.5 or more, which is what the proposal network needs to learn them.
+    The finest level (stride 4) holds anchors of the typical object's size, so many
+    anchors reach IoU 0.7 with it; smaller objects still get their best anchors as
+    positives (``match(..., allow_low=True)``).
     """
-    return [diameter / 2 * 2**i for i in range(n_levels)]
+    return [diameter * 2**i for i in range(n_levels)]
 
 
 def level_anchors(size: float, stride: int, height: int, width: int, device) -> torch.Tensor:

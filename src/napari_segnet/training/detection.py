@@ -61,7 +61,9 @@ def targets_of(labels: np.ndarray) -> dict[str, torch.Tensor]:
     h, w = labels.shape
     return {
         "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), bool),
+        "masks": torch.from_numpy(np.stack(masks))
+        if masks
+        else torch.zeros((0, h, w), dtype=torch.bool),
         "classes": torch.ones(len(boxes), dtype=torch.long),
     }
 
@@ -124,7 +126,7 @@ def train_maskrcnn(
     are derived from the labels. A new network's anchors follow the median object
     diameter of the labels, and its ``max_diameter`` (the tile overlap) the largest
     object, unless ``model_options`` sets them. Defaults: 20 epochs of 25 steps of
-    4 patches of 128 x 128, learning rate 1e-3 (3e-4 when fine-tuning). ``checkpoint``
+    4 patches of 128 x 128, learning rate 3e-3 (3e-4 when fine-tuning). ``checkpoint``
     is a folder where the best model so far is saved as ``model.segnet`` every
     ``checkpoint_every`` epochs (resuming is not supported for Mask R-CNN).
 
@@ -175,7 +177,7 @@ def train_maskrcnn(
     batch = int(batch_size or 4)
     steps = int(steps_per_epoch or DEFAULT_STEPS)
     n_epochs = epochs if epochs is not None else (None if max_time else DEFAULT_EPOCHS)
-    peak = float(lr if lr is not None else (3e-4 if fine_tune else 1e-3))
+    peak = float(lr if lr is not None else (3e-4 if fine_tune else 3e-3))
     dev = resolve_device(device)
     net.to(dev).train()
     net.sampling_generator = torch.Generator().manual_seed(seed)
