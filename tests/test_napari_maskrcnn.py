@@ -68,8 +68,9 @@ def test_train_panel_trains_a_maskrcnn(make_napari_viewer, qtbot):
     _, s = viewer.window.add_plugin_dock_widget("napari-segnet", "Segment")
     t.image.value, t.labels.value = viewer.layers["img"], viewer.layers["lab"]
     assert "maskrcnn" in t.arch.choices
+    t.start_from.value = "new network"
     t.arch.value = "maskrcnn"
-    assert not t.pretrained.enabled and not t.net_depth.enabled and t.net_width.enabled
+    assert not t.net_depth.enabled and t.net_width.enabled
     t.net_width.value, t.epochs.value = 4, 1
     before = viewer.layers["lab"].data.copy()
     t.start()

@@ -88,7 +88,9 @@ class ResultWriter:
         plane = np.asarray(data)
         full = self._full(name, plane, ids=output == "instances")
         extra = {}
-        if features and len(features.get("label", ())):
+        if hasattr(features, "columns"):  # a measurement table, already with its index
+            extra["features"] = features
+        elif features and len(features.get("label", ())):
             table = {k: np.asarray(v) for k, v in features.items()}
             if self.index:  # the slice's ids were shifted above the other slices'
                 idx = tuple(self.index.get(a, slice(None)) for a in self.out_axes)
