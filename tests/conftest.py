@@ -49,3 +49,14 @@ def randomize_norm_stats(model: torch.nn.Module) -> torch.nn.Module:
 @pytest.fixture
 def small_unet():
     return randomize_norm_stats(ns.build_model("unet", n_classes=3, depth=3, width=4))
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Notifications shown by the widgets (error and info), collected instead of shown."""
+    from napari_segnet._napari import _common
+
+    seen = []
+    monkeypatch.setattr(_common, "show_error", lambda msg: seen.append(msg))
+    monkeypatch.setattr(_common, "show_info", lambda msg: seen.append(msg))
+    return seen

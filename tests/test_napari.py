@@ -23,15 +23,6 @@ DOCS = Path(__file__).parents[1] / "docs" / "widgets.md"
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    """Notifications shown by the widgets."""
-    seen = []
-    monkeypatch.setattr(_common, "show_error", lambda msg: seen.append(msg))
-    monkeypatch.setattr(_common, "show_info", lambda msg: seen.append(msg))
-    return seen
-
-
-@pytest.fixture
 def tiny_model():
     m = ns.build_model("unet", n_classes=3, depth=2, width=4)
     m.meta["target"] = "instances"

@@ -7,20 +7,11 @@ import pandas as pd
 import pytest
 
 import napari_segnet as ns
-from napari_segnet._napari import _common
 from napari_segnet._napari.layers import META_KEY
 from tests.test_provenance import independent_hash
 from tests.test_tracking import kept_ids
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    seen = []
-    monkeypatch.setattr(_common, "show_error", lambda msg: seen.append(msg))
-    monkeypatch.setattr(_common, "show_info", lambda msg: seen.append(msg))
-    return seen
 
 
 def _wait(qtbot, widget, timeout=60_000):

@@ -7,18 +7,8 @@ import pytest
 from skimage.transform import downscale_local_mean
 
 import napari_segnet as ns
-from napari_segnet._napari import _common
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Notifications shown by the widgets."""
-    seen = []
-    monkeypatch.setattr(_common, "show_error", lambda msg: seen.append(msg))
-    monkeypatch.setattr(_common, "show_info", lambda msg: seen.append(msg))
-    return seen
 
 
 def _run(qtbot, w, layer):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import napari_segnet as ns
-from napari_segnet._napari import _common, train_widget
+from napari_segnet._napari import train_widget
 from napari_segnet._napari.pairs import LABELS_FOR, pair_arrays
 from napari_segnet.errors import SegNetError
 
@@ -14,14 +14,6 @@ pytestmark = pytest.mark.gui
 
 # Wide enough (192 px) that a validation strip is held out of each image.
 SHAPE = (96, 192)
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    seen = []
-    monkeypatch.setattr(_common, "show_error", lambda msg: seen.append(msg))
-    monkeypatch.setattr(_common, "show_info", lambda msg: seen.append(msg))
-    return seen
 
 
 def _wait(qtbot, widget, timeout=120_000):
