@@ -23,7 +23,7 @@ def _detector(threshold: float) -> str:
     model = ns.build_model("maskrcnn", width=4, fpn_width=8, diameter=12.0)
     model.config["score_threshold"] = threshold
     with torch.no_grad():  # masks that fill their boxes: the untrained network finds objects
-        model.mask_head.body[-1].bias.fill_(3.0)
+        model.detector.roi_heads.mask_predictor.mask_fcn_logits.bias.fill_(3.0)
     model.meta["target"] = "instances"
     return _common.add_session_model("detector", model.eval())
 

@@ -1,7 +1,10 @@
 """Tiled Mask R-CNN inference: detections per tile, kept once, merged into instance labels.
 
 The image is cut into tiles whose cores cover it once; each tile adds ``overlap``
-pixels of real context on every side (mirror padding only at the image border).
+pixels of real context on every side (mirror padding only at the image border), and
+starts on the network's stride grid. With the default overlap (the largest object
+or the network's receptive radius, whichever is larger) a tile computes for the
+objects it keeps what a run on the whole image computes.
 A detection is kept by the tile whose core holds its box centre, so an object cut
 by one tile's edge is taken whole from the tile that sees it around its centre; the
 few objects found by two tiles (centres on either side of a core edge) are merged
@@ -20,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import checks
 from ..errors import Cancelled, SegNetError, SegNetWarning
-from ..models.detection_ops import nms, paste_mask
 from ..options import Normalization
 from .axes import make_layout
 from .devices import resolve_device
@@ -97,6 +100,35 @@ def normalized_image(image, model, axes: str | None = None) -> np.ndarray:
     return out
 
 
+def paste_mask(mask: torch.Tensor, box: np.ndarray, height: int, width: int):
+    """A ``size x size`` mask probability resampled to the pixels its box covers.
+
+    The box is in torchvision's coordinates (pixel ``i``'s centre at ``i``), as the
+    mask targets were sampled in training. Only the box's region is sampled:
+    torchvision's ``paste_masks_in_image`` makes a full-image array per object,
+    gigabytes on a dense tile.
+
+    Returns
+    -------
+    (slice, slice), numpy.ndarray
+        The region of the image (clipped to it) and the probabilities there.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ix0, iy0 = max(math.ceil(x0), 0), max(math.ceil(y0), 0)
+    ix1, iy1 = min(math.floor(x1) + 1, width), min(math.floor(y1) + 1, height)
+    if ix1 <= ix0 or iy1 <= iy0:
+        return (slice(0, 0), slice(0, 0)), np.zeros((0, 0), np.float32)
+    # Pixel centres of the region, in the mask's normalised coordinates.
+    px = (torch.arange(ix0, ix1, dtype=torch.float32) - x0) / max(x1 - x0, 1e-6)
+    py = (torch.arange(iy0, iy1, dtype=torch.float32) - y0) / max(y1 - y0, 1e-6)
+    gx, gy = torch.broadcast_tensors(px[None, :] * 2 - 1, py[:, None] * 2 - 1)
+    grid = torch.stack([gx, gy], dim=-1)[None]
+    probs = F.grid_sample(
+        mask[None, None].float().cpu(), grid, align_corners=False, padding_mode="border"
+    )
+    return (slice(iy0, iy1), slice(ix0, ix1)), probs[0, 0].numpy()
+
+
 def _tiles(size: int, core: int) -> list[tuple[int, int]]:
     """Core intervals covering ``[0, size)`` once."""
     n = max(1, math.ceil(size / core))
@@ -156,7 +188,8 @@ def detect(
         it fits.
     overlap : int, optional
         Context added to each side of a tile: at least the largest object (default the
-        model's ``max_diameter``).
+        model's ``tile_overlap``: its ``max_diameter`` or its receptive radius,
+        whichever is larger, rounded up to a multiple of its ``divisor``).
     device : str
         ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
     progress : callable, optional
@@ -179,7 +212,8 @@ def detect(
     checks.number("score_threshold", score_t, low=0, high=1)
     checks.number("nms_threshold", nms_t, low=0, high=1, low_open=True)
     core = TILE_CORE if tile_size is None else checks.integer("tile_size", tile_size, low=16)
-    default_overlap = int(math.ceil(model.max_diameter / model.divisor) * model.divisor)
+    needed = getattr(model, "tile_overlap", model.max_diameter)
+    default_overlap = int(math.ceil(needed / model.divisor) * model.divisor)
     margin = default_overlap if overlap is None else checks.integer("overlap", overlap, low=0)
     checks.callback("progress", progress)
     checks.cancel_event(cancel)
@@ -197,8 +231,12 @@ def detect(
             if cancel is not None and cancel.is_set():
                 raise Cancelled("detection cancelled")
             single = (cy0, cy1, cx0, cx1) == (0, h, 0, w)
-            ty0, ty1 = (0, h) if single else (max(cy0 - margin, 0), min(cy1 + margin, h))
-            tx0, tx1 = (0, w) if single else (max(cx0 - margin, 0), min(cx1 + margin, w))
+            # Tiles start on the coarsest stride's grid, as the whole image does, so
+            # a tile's feature cells are the whole image's.
+            div = net.divisor
+            ty0 = 0 if single else max((cy0 - margin) // div * div, 0)
+            tx0 = 0 if single else max((cx0 - margin) // div * div, 0)
+            ty1, tx1 = (h, w) if single else (min(cy1 + margin, h), min(cx1 + margin, w))
             tile = _padded(x, ty0, ty1, tx0, tx1, net.divisor)
             with torch.no_grad():
                 res = net(torch.from_numpy(tile)[None].to(dev))[0]
@@ -210,13 +248,17 @@ def detect(
             ):
                 gbox = box + np.array([tx0, ty0, tx0, ty0], np.float32)
                 cx, cy = (gbox[0] + gbox[2]) / 2, (gbox[1] + gbox[3]) / 2
-                if not (cy0 <= cy < cy1 and cx0 <= cx < cx1) and not single:
+                # Pixel i's centre is at i: the core's pixels cy0..cy1-1 own the
+                # centres in [cy0 - 0.5, cy1 - 0.5). A centre in the mirror padding
+                # beyond the image is a reflection of an object, not one.
+                inside = cy0 - 0.5 <= cy < cy1 - 0.5 and cx0 - 0.5 <= cx < cx1 - 0.5
+                if not inside:
                     continue
                 inner = [
-                    ty0 > 0 and gbox[1] <= ty0 + 0.5,
-                    tx0 > 0 and gbox[0] <= tx0 + 0.5,
-                    ty1 < h and gbox[3] >= ty1 - 0.5,
-                    tx1 < w and gbox[2] >= tx1 - 0.5,
+                    ty0 > 0 and gbox[1] <= ty0,
+                    tx0 > 0 and gbox[0] <= tx0,
+                    ty1 < h and gbox[3] >= ty1 - 1,
+                    tx1 < w and gbox[2] >= tx1 - 1,
                 ]
                 cut += any(inner)
                 found.append((gbox, float(score), mask))
@@ -243,6 +285,8 @@ def _paint(found, h: int, w: int, nms_t: float):
         return labels, fg, np.zeros(0, np.float32), np.zeros((0, 4), np.float32)
     boxes = torch.from_numpy(np.stack([f[0] for f in found]))
     scores = torch.tensor([f[1] for f in found])
+    from torchvision.ops import nms
+
     order = nms(boxes, scores, nms_t).numpy()  # best score first
     kept_scores, kept_boxes = [], []
     for i in order:
@@ -255,7 +299,8 @@ def _paint(found, h: int, w: int, nms_t: float):
         labels[region][free] = n
         fg[region][free] = prob[free]
         kept_scores.append(score)
-        kept_boxes.append([box[1], box[0], box[3], box[2]])
+        # Reported as pixel edges: rows y0 to y1 - 1, columns x0 to x1 - 1.
+        kept_boxes.append([box[1] + 0.5, box[0] + 0.5, box[3] + 0.5, box[2] + 0.5])
     return (
         labels,
         fg,

@@ -12,7 +12,7 @@ import ast
 import inspect
 from types import ModuleType
 
-from ..models import base, deconvnet, detection_ops, dilated, layers, maskrcnn, registry, rpn, unet
+from ..models import base, deconvnet, dilated, layers, maskrcnn, registry, unet
 
 # In dependency order: each module only uses names from those before it.
 _MODULES: tuple[ModuleType, ...] = (
@@ -21,8 +21,6 @@ _MODULES: tuple[ModuleType, ...] = (
     unet,
     deconvnet,
     dilated,
-    detection_ops,
-    rpn,
     maskrcnn,
     registry,
 )

@@ -50,7 +50,12 @@ def _channels(image: np.ndarray, axes: str | None) -> int:
 
 
 def targets_of(labels: np.ndarray) -> dict[str, torch.Tensor]:
-    """Boxes ``(x0, y0, x1, y1)``, binary masks and classes of every object in ``labels``."""
+    """Boxes ``(x0, y0, x1, y1)``, binary masks and classes of every object in ``labels``.
+
+    Boxes are in torchvision's coordinates, where pixel ``i``'s centre is at ``i``:
+    an object over pixels ``a..b`` has the edges ``a - 0.5`` and ``b + 0.5``, so the
+    mask targets torchvision samples with RoIAlign line up with the pixels.
+    """
     labels = labels.astype(np.int64, copy=False)
     boxes, masks = [], []
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
@@ -60,7 +65,7 @@ def targets_of(labels: np.ndarray) -> dict[str, torch.Tensor]:
         masks.append(labels == i)
     h, w = labels.shape
     return {
-        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4) - 0.5,
         "masks": torch.from_numpy(np.stack(masks))
         if masks
         else torch.zeros((0, h, w), dtype=torch.bool),
@@ -180,7 +185,6 @@ def train_maskrcnn(
     peak = float(lr if lr is not None else (3e-4 if fine_tune else 3e-3))
     dev = resolve_device(device)
     net.to(dev).train()
-    net.sampling_generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=peak, weight_decay=weight_decay)
     history: dict[str, list] = {"epoch": [], "loss": [], "score": [], "lr": [], "time": []}
     best_state, best_score, waited = None, -math.inf, 0
@@ -262,7 +266,6 @@ def train_maskrcnn(
             break
     if best_state is not None:
         net.load_state_dict(best_state)
-    del net.sampling_generator
     net.eval()
     net.meta.update(
         classes=["background", "object"],
