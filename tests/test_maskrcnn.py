@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from safetensors import safe_open
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
@@ -252,3 +253,79 @@ def test_three_channel_images_detect_like_their_grey_copy():
     assert len(a.scores) > 0 and len(b.scores) == len(a.scores)
     assert (ns.metrics.iou_matrix(a.labels, b.labels).max(axis=1) >= 0.95).all()
     np.testing.assert_allclose(np.sort(a.scores), np.sort(b.scores), atol=1e-3)
+
+
+def test_cli_segments_with_a_maskrcnn_file_and_its_score_threshold(net, tmp_path, capsys):
+    from napari_segnet.cli import main
+
+    image, _ = ns.data.synthetic_nuclei((96, 96), seed=4, diameter=12)
+    tifffile.imwrite(tmp_path / "cells.tif", image)
+    model = ns.save_model(net, tmp_path / "det.segnet")
+    counts = []
+    for threshold in ("0.3", "0.9"):
+        out = tmp_path / f"out{threshold}"
+        args = ["segment", str(tmp_path / "cells.tif"), "--model", str(model), "--out", str(out)]
+        assert main([*args, "--score-threshold", threshold, "--quiet"]) == 0
+        got = tifffile.imread(out / "cells_instances.tif")
+        expected = detect(image, net, score_threshold=float(threshold)).labels
+        np.testing.assert_array_equal(got, expected)
+        counts.append(int(got.max()))
+    assert counts[0] > counts[1]
+    capsys.readouterr()
+    unet = ["segment", str(tmp_path / "cells.tif"), "--out", str(tmp_path / "u")]
+    rc = main([*unet, "--score-threshold", "0.5"])
+    assert rc == 2 and "Mask R-CNN" in capsys.readouterr().err
+
+
+def test_cli_trains_a_maskrcnn(tmp_path):
+    from napari_segnet.cli import main
+
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    for i in range(2):
+        image, lab = ns.data.synthetic_nuclei((64, 64), seed=i, diameter=12)
+        tifffile.imwrite(tmp_path / "images" / f"{i}.tif", image)
+        tifffile.imwrite(tmp_path / "labels" / f"{i}.tif", lab)
+    out = tmp_path / "det.segnet"
+    args = ["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels")]
+    args += ["--arch", "maskrcnn", "--epochs", "1", "--steps-per-epoch", "2", "--patch-size"]
+    args += ["64", "--batch-size", "1", "--validation", "0", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    model = ns.load_model(out)
+    assert model.arch == "maskrcnn" and model.meta["training"]["steps"] == 2
+
+
+def test_ome_zarr_jobs_refuse_maskrcnn_models(net, tmp_path):
+    from napari_segnet.segment_ome import segment_ome_zarr
+
+    with pytest.raises(SegNetError, match="not run block by block"):
+        segment_ome_zarr(tmp_path / "missing.ome.zarr", net, tmp_path / "out.ome.zarr")
+
+
+def test_diameter_zooms_the_image_to_the_trained_object_size(trained):
+    # Nuclei twice the trained size: diameter= (or a physical one with a spacing)
+    # shrinks the image for the detector, and the labels come back at full size.
+    from scipy import ndimage as ndi
+
+    image, lab = ns.data.synthetic_nuclei((96, 96), seed=101, diameter=12)
+    big, big_lab = ndi.zoom(image, 2, order=1), ndi.zoom(lab, 2, order=0)
+    trained_d = trained.metadata.diameter
+    native = ns.average_precision(lab, ns.segment(image, trained, device="cpu").instances, 0.5)
+    res = ns.segment(big, trained, diameter=2 * trained_d, device="cpu")
+    assert res.instances.shape == big.shape and res.info["rescale"] == pytest.approx(0.5)
+    assert ns.average_precision(big_lab, res.instances, 0.5) >= native - 0.1
+    assert len(res.objects["score"]) == len(np.unique(res.instances)) - 1
+    ys, xs = np.nonzero(res.instances == res.objects["label"][0])
+    assert res.objects["y1"][0] >= ys.max() - 2 and res.objects["x1"][0] >= xs.max() - 2
+    phys = ns.segment(
+        big, trained, spacing=0.5, physical_diameter=trained_d, device="cpu"
+    )  # 2 * trained_d pixels of 0.5 units
+    np.testing.assert_array_equal(phys.instances, res.instances)
+
+
+def test_refuses_crf_and_time_linking_for_maskrcnn(net):
+    image, _ = ns.data.synthetic_nuclei((64, 64), seed=0)
+    with pytest.raises(SegNetError, match="crf"):
+        ns.segment(image, net, crf=True)
+    with pytest.raises(SegNetError, match="link_time"):
+        ns.segment(image, net, link_time=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli_ome, cli_physical
+from . import checks, cli_ome, cli_physical
 from .cli_bioimageio import add_parser as add_bioimageio_parser
 
 
@@ -146,6 +146,14 @@ def _segment(args: argparse.Namespace) -> int:
             rescale_factor(model, args.diameter)
         if args.physical_diameter is not None and args.diameter != "auto":
             raise ns.SegNetError("give --diameter (pixels) or --physical-diameter, not both")
+        detection = None
+        if args.score_threshold is not None:
+            if model.arch != "maskrcnn":
+                raise ns.SegNetError(
+                    f"--score-threshold is for Mask R-CNN models, not this {model.arch!r} model"
+                )
+            checks.number("--score-threshold", args.score_threshold, low=0, high=1)
+            detection = {"score_threshold": args.score_threshold}
     except ns.SegNetError as e:
         _error(e)
         return 2
@@ -196,6 +204,7 @@ def _segment(args: argparse.Namespace) -> int:
                 diameter=args.diameter,
                 crf=args.crf,
                 link_time=args.link_time,
+                detection=detection,
                 progress=_Bar(f"[{i}/{len(jobs)}] {stem}", not args.quiet),
             )
             dt = time.perf_counter() - t
@@ -427,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     seg.add_argument("--seed", type=int, default=0, help="seed of the --sample image")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    seg.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="Mask R-CNN models: smallest detection score kept (default the model's)",
+    )
     cli_ome.add_arguments(seg)
     cli_physical.add_arguments(seg)
     seg.set_defaults(func=_segment)
@@ -445,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="model file to write (.segnet)")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     tr.add_argument("--target", default="instances", choices=["instances", "semantic", "scribbles"])
-    tr.add_argument("--arch", default="unet", choices=["unet", "deconvnet", "dilated"])
+    tr.add_argument("--arch", default="unet", choices=["unet", "deconvnet", "dilated", "maskrcnn"])
     tr.add_argument("--fine-tune", default=None, help="model (name or file) to start from")
     tr.add_argument("--epochs", type=int, default=None)
     tr.add_argument("--max-time", type=float, default=None, help="seconds")

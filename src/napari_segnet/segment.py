@@ -201,8 +201,18 @@ def segment(
     src = as_source(image)
     checks.model(model)
     if model.arch == "maskrcnn":
+        scale = {"diameter": diameter, "spacing": spacing, "physical_diameter": physical_diameter}
+        if crf is not False and crf is not None:
+            raise SegNetError(
+                "crf= refines the pixel classes of a UNet-type model; a Mask R-CNN model "
+                "has a mask per object instead, so it cannot be refined this way"
+            )
+        if link_time:
+            raise SegNetError(
+                "link_time needs a T axis; Mask R-CNN models segment one 2D image at a time"
+            )
         return _segment_detections(
-            src, model, axes, tile_size, device, detection, output, progress, cancel
+            src, model, axes, tile_size, device, detection, output, progress, cancel, scale
         )
     RunOptions.check(model, tile_size, batch_size, device, precision, border)
     _check_diameter(model, diameter)
@@ -308,9 +318,15 @@ def segment(
 
 
 def _segment_detections(
-    src, model: SegNet, axes, tile_size, device, detection, output, progress, cancel
+    src, model: SegNet, axes, tile_size, device, detection, output, progress, cancel, scale
 ) -> SegmentResult:
-    """``segment`` for a detection model: tiled Mask R-CNN, then the same result fields."""
+    """``segment`` for a detection model: tiled Mask R-CNN, then the same result fields.
+
+    A diameter in pixels (or a physical one with a spacing) zooms the image so objects
+    have the size the model was trained on; ``"auto"`` does not estimate one (the
+    detector's anchors span one to four training diameters) and leaves the image as
+    it is.
+    """
     from .engine.detect import detect  # the detector's modules load only when used
 
     if detection is not None and not isinstance(detection, dict):
@@ -321,27 +337,63 @@ def _segment_detections(
         raise SegNetError(f"unknown detection option(s) {sorted(unknown)}; use {sorted(allowed)}")
     if tile_size is not None and not isinstance(tile_size, (int, np.integer)):
         raise SegNetError(f"tile_size for a Mask R-CNN model is one integer, not {tile_size!r}")
+    check_image(src)
+    src, axes, note = match_channels(src, axes, model.in_channels)
+    layout = make_layout(tuple(src.shape), axes, 2, model.in_channels)
+    if layout.outer:
+        raise SegNetError(
+            f"Mask R-CNN detects in 2D images; the axes {layout.axes!r} hold a stack or a "
+            "volume: pass one plane at a time (e.g. image[z])"
+        )
+    diameter = scale["diameter"]
+    _check_diameter(model, diameter)
+    spacing = physical.check_spacing(scale["spacing"], layout.axes)
+    physical.check_physical_diameter(scale["physical_diameter"], spacing, diameter)
+    if diameter == "auto" and scale["physical_diameter"] is None:
+        diameter = None
+    zoom, used, _ = _zoom(src, model, layout, diameter, spacing, scale["physical_diameter"], device)
+    work = Rescaled.zoomed(src, layout, zoom.factors, zoom.plane)
     found = detect(
-        np.asarray(src),
+        np.asarray(work.image),
         model,
-        axes,
+        layout.axes,
         tile_size=tile_size,
         device=device,
         progress=progress,
         cancel=cancel,
         **(detection or {}),
     )
-    prob = np.stack([1.0 - found.foreground, found.foreground]).astype(np.float32)
-    semantic = (found.labels > 0).astype(np.uint8)
-    info = {**found.info, "model": model.source or model.arch, "notes": []}
+    labels = work.restore_labels(found.labels)
+    foreground = work.restore_probabilities(found.foreground[None])[0]
+    factors = work.factors or (work.factor, work.factor)
+    found.boxes /= np.array([factors[0], factors[1], factors[0], factors[1]], np.float32)
+    prob = np.stack([1.0 - foreground, foreground]).astype(np.float32)
+    semantic = (labels > 0).astype(np.uint8)
+    info = {
+        **found.info,
+        "model": model.source or model.arch,
+        "notes": [note] if note else [],
+        "diameter": used,
+        "rescale": work.factor,
+        **_physical_info(layout, spacing, zoom, used),
+    }
     if output is not None:
         with ZarrOutput(output) as store:
-            arrays = {"probabilities": prob, "semantic": semantic, "instances": found.labels}
-            store.write_whole(arrays, tuple(min(n, 512) for n in found.labels.shape))
+            arrays = {"probabilities": prob, "semantic": semantic, "instances": labels}
+            store.write_whole(arrays, tuple(min(n, 512) for n in labels.shape))
             store.complete()
-    axes_out = "YX"
-    res = SegmentResult(prob, semantic, found.labels, axes_out, info, found.features())
-    params = {"axes": axes, "tile_size": tile_size, "device": device, "detection": detection}
+    features = found.features()
+    # An object smaller than a pixel after zooming back has no pixels left.
+    kept = np.isin(features["label"], np.unique(labels))
+    features = {k: v[kept] for k, v in features.items()}
+    res = SegmentResult(prob, semantic, labels, "YX", info, features)
+    params = {
+        "axes": layout.axes,
+        "tile_size": tile_size,
+        "device": device,
+        "detection": detection,
+        **scale,
+    }
     res.provenance = _provenance(model, src, params, info)
     return res
 

@@ -127,11 +127,18 @@ def segment_ome_zarr(
     ------
     SegNetError
         For an input that is not OME-Zarr, a bad level or parameter, an output that
-        exists (without ``overwrite``), a read-only output location.
+        exists (without ``overwrite``), a read-only output location, or a Mask R-CNN
+        model (its objects are not stitched block by block).
     """
     import zarr
 
     checks.model(model)
+    if model.arch == "maskrcnn":
+        raise SegNetError(
+            "Mask R-CNN models are not run block by block on OME-Zarr images: read a level "
+            "into memory (napari_segnet.io.ome_zarr.read_ome_zarr(path, level).data) and "
+            "pass it to segment, which tiles it; or use a UNet model here"
+        )
     img = read_ome_zarr(image, level)
     if into_input == (output is not None):
         raise SegNetError("give either output= (a new store) or into_input=True, not both")

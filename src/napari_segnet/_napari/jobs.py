@@ -150,6 +150,11 @@ def duration_text(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def tiles_text(n: int) -> str:
+    """``"1 tile"``, ``"16 tiles"``."""
+    return f"{n} tile" if n == 1 else f"{n} tiles"
+
+
 def progress_text(done: int, total: int, elapsed: float, unit: str) -> str:
     """``"36/256 tiles, about 40 s left"``: counts, and the time left at the pace so far."""
     if total <= 0:

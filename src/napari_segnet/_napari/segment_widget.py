@@ -26,7 +26,7 @@ from ..io.bioimageio_import import is_package
 from ..options import CRFOptions, InstanceOptions, Normalization
 from ..segment import segment
 from ._common import model_choices, model_name, on_models_changed, report, resolve_model
-from .jobs import JobPanel, duration_text
+from .jobs import JobPanel, duration_text, tiles_text
 from .layers import META_KEY, check_axes, layer_axes, layer_data, results_of, slice_on_screen
 from .measurements import (
     features_of,
@@ -596,7 +596,7 @@ class SegmentWidget(JobPanel, Container):
         size = diameter_text(res.info, layer_unit(writer.source, layer_axes(writer.source)))
         self.status.value = (
             f"done{' (' + where + ')' if where else ''}: {summary(res, writer.meta)}"
-            f"\n{res.info['n_tiles']} tiles in {duration_text(seconds)}{size}"
+            f"\n{tiles_text(res.info['n_tiles'])} in {duration_text(seconds)}{size}"
         )
 
 
