@@ -37,9 +37,10 @@ def test_segment_panel_score_threshold_and_object_features(make_napari_viewer, q
     _, w = viewer.window.add_plugin_dock_widget("napari-segnet", "Segment")
     w.image.value = layer
     w.model.value = unet
-    assert not _shown(w.score)
+    assert not _shown(w.score) and _shown(w.crf)
     w.model.value = name
     assert _shown(w.score) and w.score.value == 0.35  # the model's own threshold
+    assert not _shown(w.crf)  # refused for detectors
     w.score.value = 0.3
     w.run()
     _wait(qtbot, w)

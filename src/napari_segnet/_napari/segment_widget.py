@@ -374,7 +374,12 @@ class SegmentWidget(JobPanel, Container):
         self.trust.visible = from_file and is_package(path)
         self._load_error = None
         model = self._loaded()
-        self.score.visible = model is not None and model.arch == "maskrcnn"
+        detector = model is not None and model.arch == "maskrcnn"
+        self.score.visible = detector
+        # A detector has a mask per object, no pixel classes for the CRF to refine.
+        self.crf.visible = not detector
+        if detector:
+            self.crf.value = False
         if model is None:
             if self._load_error is not None and from_file and str(path) not in ("", "."):
                 report(self._load_error)  # a file that is not a model says why at once
