@@ -427,7 +427,26 @@ def test_console_helper_names_layers_like_the_panel(make_napari_viewer, tiny_mod
     assert res.semantic.shape == (64, 64)
 
 
+def test_console_hint_runs_what_the_panel_shows(make_napari_viewer, tiny_model):
+    viewer = make_napari_viewer()
+    img, _ = ns.data.synthetic_nuclei((64, 64), seed=6)
+    layer = viewer.add_image(img, name="my cells")
+    _, w = viewer.window.add_plugin_dock_widget("napari-segnet", "Segment")
+    w.image.value = layer
+    w.model.value = tiny_model
+    first, line = w.hint.value.split("\n")
+    assert first == "Console: import napari_segnet as ns"
+    assert line == f"ns.napari.segment_layer(viewer, 'my cells', {tiny_model!r})"
+    # The line itself, as typed in napari's console: the session model by its name.
+    exec(line, {"ns": ns, "viewer": viewer})
+    expected = ns.segment(img, _common.SESSION_MODELS[tiny_model]).semantic
+    np.testing.assert_array_equal(
+        viewer.layers[f"my cells · {tiny_model} · semantic"].data, expected
+    )
+
+
 def test_progress_text():
     assert jobs.progress_text(36, 256, 9.0, "tiles") == "36/256 tiles, about 55 s left"
     assert jobs.progress_text(5, 0, 1.0, "steps") == "5 steps"
     assert jobs.duration_text(125) == "2 min 05 s"
+    assert (jobs.tiles_text(1), jobs.tiles_text(16)) == ("1 tile", "16 tiles")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..segment import SegmentResult, segment
+from ._common import SESSION_MODELS
 from .layers import layer_axes, layer_data
 from .measurements import features_of, intensity_image, measure_arrays
 from .results import ResultWriter
@@ -19,7 +20,8 @@ def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
     layer : napari.layers.Image or str
         The image layer or its name.
     model : SegNet or str
-        A model, or a bundled model name / file path for :func:`load_model`.
+        A model; the name of a model trained in the Train panel this session; or a
+        bundled model name / file path for :func:`load_model`.
     **kwargs
         Passed to :func:`napari_segnet.segment` (axes, tile_size, diameter, crf, ...);
         ``spacing`` defaults to the layer's scale when it has one (see
@@ -38,7 +40,11 @@ def segment_layer(viewer, layer, model, **kwargs) -> SegmentResult:
 
     if isinstance(layer, str):
         layer = viewer.layers[layer]
-    if not isinstance(model, SegNet):
+    if isinstance(model, str) and model in SESSION_MODELS:
+        # A model trained in the Train panel this session, by the name the panels show.
+        given, model = model, SESSION_MODELS[model]
+        model.meta.setdefault("name", given)
+    elif not isinstance(model, SegNet):
         given = str(model)
         model = load_model(model)
         model.meta.setdefault("name", given)

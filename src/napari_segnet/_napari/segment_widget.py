@@ -42,9 +42,7 @@ from .scale import layer_spacing, layer_unit, scale_text
 # The bundled model for grey layers and the one for colour (RGB) layers.
 BY_CHANNELS = {False: "nuclei", True: "nuclei_he"}
 
-CONSOLE_HINT = (
-    "Console: import napari_segnet as ns\nns.napari.segment_layer(viewer, 'img', 'nuclei')"
-)
+CONSOLE_HINT = "Console: import napari_segnet as ns\nns.napari.segment_layer(viewer, {!r}, {!r})"
 
 
 class SegmentWidget(JobPanel, Container):
@@ -252,7 +250,7 @@ class SegmentWidget(JobPanel, Container):
             "labels layer '<image> labels' to correct with the brush, eraser and fill; "
             "the Train panel takes it as that image's labels.",
         )
-        self.hint = Label(value=CONSOLE_HINT)
+        self.hint = Label(value=CONSOLE_HINT.format("img", "nuclei"))
         self._advanced = [self.interior, self.foreground, self.min_size]
         self._advanced += [self.norm_low, self.norm_high]
         for w in self._advanced:
@@ -316,6 +314,7 @@ class SegmentWidget(JobPanel, Container):
 
     def _image_changed(self, layer) -> None:
         """Guess the axes, and pick the bundled model that fits: colour for RGB, else grey."""
+        self._update_hint()
         if layer is None:
             return
         self.axes.value = layer_axes(layer)
@@ -366,7 +365,16 @@ class SegmentWidget(JobPanel, Container):
                 return None
         return self._models[key]
 
+    def _update_hint(self, *_) -> None:
+        """The console line that does what the panel would, for this layer and model."""
+        layer = self.image.value
+        model = self.model.value
+        if model == "from file...":
+            model = str(self.model_file.value)
+        self.hint.value = CONSOLE_HINT.format(layer.name if layer is not None else "img", model)
+
     def _model_changed(self, *_) -> None:
+        self._update_hint()
         from_file = self.model.value == "from file..."
         path = self.model_file.value
         self.model_file.visible = from_file
