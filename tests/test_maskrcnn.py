@@ -329,3 +329,21 @@ def test_refuses_crf_and_time_linking_for_maskrcnn(net):
         ns.segment(image, net, crf=True)
     with pytest.raises(SegNetError, match="link_time"):
         ns.segment(image, net, link_time=True)
+
+
+def test_train_takes_the_architecture_as_arch():
+    image, lab = ns.data.synthetic_nuclei((64, 64), seed=0, diameter=12)
+    model = ns.train(
+        [image, image],
+        [lab, lab],
+        arch="maskrcnn",
+        epochs=1,
+        steps_per_epoch=1,
+        patch_size=64,
+        batch_size=1,
+        validation=0,
+        device="cpu",
+    )
+    assert model.arch == "maskrcnn"
+    with pytest.raises(SegNetError, match="once"):
+        ns.train(image, lab, model="dilated", arch="maskrcnn")

@@ -67,6 +67,7 @@ def train(
     checkpoint_every: int = 1,
     resume: str | os.PathLike | None = None,
     workers: int = 0,
+    arch: str | None = None,
 ) -> SegNet:
     """Train (or fine-tune) a segmentation network on annotated images.
 
@@ -164,6 +165,9 @@ def train(
         Processes that sample and augment patches while the network trains (worth it
         on a GPU, which otherwise waits for them); 0: one background thread. Runs
         with workers are not reproducible bit for bit.
+    arch : str, optional
+        Another way to name the architecture of a new network:
+        ``train(..., arch="maskrcnn")`` is ``train(..., model="maskrcnn")``.
 
     Returns
     -------
@@ -175,6 +179,10 @@ def train(
         (:func:`~napari_segnet.training.thresholds.tune_instance_options`), which
         ``segment`` then uses.
     """
+    if arch is not None:
+        if not (isinstance(model, str) and model == "unet"):
+            raise SegNetError("give the architecture once: arch= or model=, not both")
+        model = arch
     if model == "maskrcnn" or (isinstance(model, SegNet) and model.arch == "maskrcnn"):
         return _train_detector(locals())
     start_time = time.perf_counter()  # max_time counts from the call, preparation included
