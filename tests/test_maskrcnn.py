@@ -321,6 +321,12 @@ def test_diameter_zooms_the_image_to_the_trained_object_size(trained):
         big, trained, spacing=0.5, physical_diameter=trained_d, device="cpu"
     )  # 2 * trained_d pixels of 0.5 units
     np.testing.assert_array_equal(phys.instances, res.instances)
+    # The default "auto" estimates the size by detecting in a central crop.
+    auto = ns.segment(big, trained, device="cpu")
+    assert auto.info["diameter_estimated"] and 0.4 <= auto.info["rescale"] <= 0.6
+    assert ns.average_precision(big_lab, auto.instances, 0.5) >= native - 0.1
+    as_is = ns.segment(image, trained, device="cpu")
+    assert as_is.info["rescale"] == 1.0  # objects of the trained size: no zoom
 
 
 def test_refuses_crf_and_time_linking_for_maskrcnn(net):

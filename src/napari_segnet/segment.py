@@ -323,9 +323,9 @@ def _segment_detections(
     """``segment`` for a detection model: tiled Mask R-CNN, then the same result fields.
 
     A diameter in pixels (or a physical one with a spacing) zooms the image so objects
-    have the size the model was trained on; ``"auto"`` does not estimate one (the
-    detector's anchors span one to four training diameters) and leaves the image as
-    it is.
+    have the size the model was trained on; ``"auto"`` estimates it by detecting in a
+    central crop, as for the other models, and zooms when it is far from the
+    training diameter.
     """
     from .engine.detect import detect  # the detector's modules load only when used
 
@@ -349,9 +349,9 @@ def _segment_detections(
     _check_diameter(model, diameter)
     spacing = physical.check_spacing(scale["spacing"], layout.axes)
     physical.check_physical_diameter(scale["physical_diameter"], spacing, diameter)
-    if diameter == "auto" and scale["physical_diameter"] is None:
-        diameter = None
-    zoom, used, _ = _zoom(src, model, layout, diameter, spacing, scale["physical_diameter"], device)
+    zoom, used, estimated = _zoom(
+        src, model, layout, diameter, spacing, scale["physical_diameter"], device
+    )
     work = Rescaled.zoomed(src, layout, zoom.factors, zoom.plane)
     found = detect(
         np.asarray(work.image),
@@ -374,6 +374,7 @@ def _segment_detections(
         "model": model.source or model.arch,
         "notes": [note] if note else [],
         "diameter": used,
+        "diameter_estimated": estimated,
         "rescale": work.factor,
         **_physical_info(layout, spacing, zoom, used),
     }

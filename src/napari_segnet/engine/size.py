@@ -83,9 +83,13 @@ def measure_diameter(
     if factor != 1.0:
         shape = [max(8, round(s * factor)) for s in layout.spatial_shape]
         work = zoom(sample.astype(np.float32), layout, shape, order=1)
-    prob = predict(work, model, axes, device=device)
-    opts = instance_options(model, None)
-    labels = label_instances(prob, **opts)
+    if model.arch == "maskrcnn":
+        from .detect import detect  # the detector's modules load only when used
+
+        labels = detect(work, model, axes, device=device).labels
+    else:
+        prob = predict(work, model, axes, device=device)
+        labels = label_instances(prob, **instance_options(model, None))
     whole = clear_border(labels)
     if len(np.unique(whole)) - 1 >= MIN_WHOLE:
         labels = whole
